@@ -1,0 +1,101 @@
+// Command api serves the Django-facing HTTP API. With REDIS_URL unset it also
+// starts an embedded Redis and an in-process worker, so one command runs all.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/httpapi"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/logging"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/worker"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, _ []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := config.Load(config.Env(getenv, ".env"))
+	if err != nil {
+		return err
+	}
+	log := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
+
+	redisURL := cfg.RedisURL
+	if cfg.Embedded() {
+		emb, err := jobs.StartEmbedded()
+		if err != nil {
+			return err
+		}
+		defer emb.Close()
+		redisURL = emb.URL()
+		log.Warn("REDIS_URL is unset: using an embedded in-memory Redis and an in-process worker; " +
+			"jobs and notifications are NOT durable across restarts. Set REDIS_URL in production.")
+	}
+	redisOpt, err := jobs.RedisOpt(redisURL)
+	if err != nil {
+		return err
+	}
+	rdb := redisOpt.MakeRedisClient().(redis.UniversalClient)
+	defer rdb.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	pc := prefect.New(prefect.Config{
+		BaseURL:    cfg.PrefectURL,
+		Timeout:    cfg.PrefectTimeout,
+		AuthString: cfg.PrefectAuthString,
+		APIKey:     cfg.PrefectAPIKey,
+	})
+	svc := proxy.New(pc, log)
+	svc.DefaultWorkPool, svc.DefaultWorkQueue = cfg.DefaultWorkPool, cfg.DefaultWorkQueue
+
+	if cfg.Embedded() {
+		w := worker.New(worker.Deps{Config: cfg, Log: log, Redis: redisOpt, Prefect: pc, Registry: reg})
+		if err := w.Start(); err != nil {
+			return err
+		}
+		defer w.Shutdown()
+	}
+
+	handler := httpapi.New(httpapi.Deps{
+		Config:  cfg,
+		Log:     log,
+		Proxy:   svc,
+		Metrics: httpapi.NewMetrics(reg),
+		Ready: func(c *gin.Context) error {
+			ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+			defer cancel()
+			if err := rdb.Ping(ctx).Err(); err != nil {
+				return errors.New("redis not reachable")
+			}
+			return nil
+		},
+	})
+	return httpapi.Serve(ctx, cfg.ListenAddr, handler, func(a net.Addr) {
+		fmt.Fprintf(stdout, "api listening on http://%s (Prefect %s)\n", a, cfg.PrefectURL)
+		log.WithField("addr", a.String()).Info("api listening")
+	})
+}

@@ -1,0 +1,271 @@
+// Package config turns the environment (and an optional ./.env file) into a
+// typed Config. Defaults live here and only here; Load reports the first bad
+// variable by name so a misconfigured process fails with one clear line.
+package config
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/joho/godotenv"
+)
+
+// Config is everything the api and worker processes read from the environment.
+type Config struct {
+	ListenAddr       string
+	WorkerListenAddr string
+
+	PrefectURL        *url.URL
+	PrefectTimeout    time.Duration
+	PrefectAuthString string // "user:pass" for Prefect's basic auth
+	PrefectAPIKey     string // bearer key
+
+	RedisURL string // empty: embedded miniredis + in-process worker
+
+	JobWaitTimeout    time.Duration
+	JobRetention      time.Duration
+	WorkerConcurrency int
+	JobMaxAttempts    int
+	JobEncryptionKey  []byte // 32 bytes
+	// JobKeyGenerated is true when no key was configured and one was made up
+	// for embedded mode.
+	JobKeyGenerated bool
+
+	ProxyAPIToken string
+	AdminToken    string
+
+	NotificationKey        string // PREFECT_NOTIFICATIONS_WEBHOOK_KEY, sent to Django
+	RelayInboundKey        string // what Prefect must send us
+	DjangoWebhookURL       *url.URL
+	RelayStates            []string
+	RelayReconcileInterval time.Duration
+	RelayRetrySchedule     []time.Duration
+
+	DefaultWorkPool      string
+	DefaultWorkQueue     string
+	FlowRepoURL          string
+	FlowRepoBranch       string
+	DeploymentEntrypoint string
+
+	LogLevel  string
+	LogFormat string
+}
+
+// Embedded reports whether the process should run its own in-memory Redis.
+func (c Config) Embedded() bool { return c.RedisURL == "" }
+
+// Env combines the process environment with a .env file: a variable set in the
+// environment wins over the file, as with docker-compose and python-dotenv.
+func Env(getenv func(string) string, dotenvPath string) func(string) string {
+	file, err := godotenv.Read(dotenvPath)
+	if err != nil {
+		file = nil
+	}
+	return func(k string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return file[k]
+	}
+}
+
+// Load reads the configuration through getenv.
+func Load(getenv func(string) string) (Config, error) {
+	l := loader{getenv: getenv}
+	c := Config{
+		ListenAddr:        l.str("LISTEN_ADDR", ":8085"),
+		WorkerListenAddr:  l.str("WORKER_LISTEN_ADDR", ":8086"),
+		PrefectURL:        l.url("PREFECT_API_URL", "http://127.0.0.1:4200/api"),
+		PrefectTimeout:    l.seconds("PREFECT_API_TIMEOUT", 30*time.Second),
+		PrefectAuthString: l.str("PREFECT_API_AUTH_STRING", ""),
+		PrefectAPIKey:     l.str("PREFECT_API_KEY", ""),
+		RedisURL:          l.str("REDIS_URL", ""),
+		JobWaitTimeout:    l.duration("JOB_WAIT_TIMEOUT", 25*time.Second),
+		JobRetention:      l.duration("JOB_RETENTION", 24*time.Hour),
+		WorkerConcurrency: l.positiveInt("WORKER_CONCURRENCY", 10),
+		JobMaxAttempts:    l.positiveInt("JOB_MAX_ATTEMPTS", 10),
+		ProxyAPIToken:     l.str("PROXY_API_TOKEN", ""),
+		AdminToken:        l.str("ADMIN_TOKEN", ""),
+		NotificationKey:   l.str("PREFECT_NOTIFICATIONS_WEBHOOK_KEY", ""),
+		DjangoWebhookURL:  l.url("DJANGO_WEBHOOK_URL", "http://127.0.0.1:8002/webhooks/v1/notification/"),
+		RelayStates: l.list("RELAY_STATES",
+			"Pending,Running,Completed,Cancelled,Failed,Crashed,TimedOut"),
+		RelayReconcileInterval: l.durationOrZero("RELAY_RECONCILE_INTERVAL", 30*time.Second),
+		RelayRetrySchedule:     l.durations("RELAY_RETRY_SCHEDULE", "5s,30s,2m,10m,30m,1h"),
+		DefaultWorkPool:        l.str("PREFECT_DEFAULT_WORK_POOL", "default-agent-pool"),
+		DefaultWorkQueue:       l.str("PREFECT_DEFAULT_WORK_QUEUE", "ddp"),
+		FlowRepoURL:            l.str("FLOW_REPO_URL", "https://github.com/DalgoT4D/prefect-proxy.git"),
+		FlowRepoBranch:         l.str("PREFECT_PROXY_GIT_BRANCH", "main"),
+		DeploymentEntrypoint: l.str("DEPLOYMENT_ENTRYPOINT",
+			"proxy/prefect_flows_runner.py:deployment_schedule_flow_v5"),
+		LogLevel:  l.oneOf("LOG_LEVEL", "info", "trace", "debug", "info", "warn", "warning", "error"),
+		LogFormat: l.oneOf("LOG_FORMAT", "json", "json", "text"),
+	}
+	c.RelayInboundKey = l.str("RELAY_INBOUND_KEY", c.NotificationKey)
+	if c.RedisURL != "" {
+		l.redisURL("REDIS_URL", c.RedisURL)
+	}
+	c.JobEncryptionKey, c.JobKeyGenerated = l.key("JOB_ENCRYPTION_KEY", c.Embedded())
+	if l.err != nil {
+		return Config{}, l.err
+	}
+	return c, nil
+}
+
+// loader keeps the first error so Load reads as a flat list of fields.
+type loader struct {
+	getenv func(string) string
+	err    error
+}
+
+func (l *loader) fail(name, format string, args ...any) {
+	if l.err == nil {
+		l.err = fmt.Errorf("config: %s: %s", name, fmt.Sprintf(format, args...))
+	}
+}
+
+func (l *loader) str(name, def string) string {
+	if v := strings.TrimSpace(l.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (l *loader) url(name, def string) *url.URL {
+	raw := l.str(name, def)
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		l.fail(name, "must be an http(s) URL, got %q", raw)
+		return &url.URL{}
+	}
+	return u
+}
+
+func (l *loader) redisURL(name, raw string) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "redis-sentinel") {
+		l.fail(name, "must be a redis://, rediss:// or redis-sentinel:// URL")
+	}
+}
+
+// seconds accepts a number of seconds (the Python proxy's form) or a Go duration.
+func (l *loader) seconds(name string, def time.Duration) time.Duration {
+	raw := l.str(name, "")
+	if raw == "" {
+		return def
+	}
+	if f, err := strconv.ParseFloat(raw, 64); err == nil && f > 0 {
+		return time.Duration(f * float64(time.Second))
+	}
+	if d, err := time.ParseDuration(raw); err == nil && d > 0 {
+		return d
+	}
+	l.fail(name, "must be a positive number of seconds or a duration like 5s, got %q", raw)
+	return def
+}
+
+func (l *loader) duration(name string, def time.Duration) time.Duration {
+	d := l.durationOrZero(name, def)
+	if d <= 0 {
+		l.fail(name, "must be positive")
+	}
+	return d
+}
+
+func (l *loader) durationOrZero(name string, def time.Duration) time.Duration {
+	raw := l.str(name, "")
+	if raw == "" {
+		return def
+	}
+	if raw == "0" {
+		return 0
+	}
+	d, err := time.ParseDuration(raw)
+	if err != nil || d < 0 {
+		l.fail(name, "must be a duration like 30s, got %q", raw)
+		return def
+	}
+	return d
+}
+
+func (l *loader) durations(name, def string) []time.Duration {
+	var out []time.Duration
+	for _, part := range l.list(name, def) {
+		d, err := time.ParseDuration(part)
+		if err != nil || d <= 0 {
+			l.fail(name, "must be a comma-separated list of durations, got %q", part)
+			return nil
+		}
+		out = append(out, d)
+	}
+	if len(out) == 0 {
+		l.fail(name, "must not be empty")
+	}
+	return out
+}
+
+func (l *loader) positiveInt(name string, def int) int {
+	raw := l.str(name, "")
+	if raw == "" {
+		return def
+	}
+	n, err := strconv.Atoi(raw)
+	if err != nil || n <= 0 {
+		l.fail(name, "must be a positive integer, got %q", raw)
+		return def
+	}
+	return n
+}
+
+func (l *loader) list(name, def string) []string {
+	var out []string
+	for _, p := range strings.Split(l.str(name, def), ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (l *loader) oneOf(name, def string, allowed ...string) string {
+	v := strings.ToLower(l.str(name, def))
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	l.fail(name, "must be one of %s, got %q", strings.Join(allowed, ", "), v)
+	return def
+}
+
+// key decodes a base64 32-byte key; when optional and absent, a random one is made.
+func (l *loader) key(name string, optional bool) ([]byte, bool) {
+	raw := l.str(name, "")
+	if raw == "" {
+		if !optional {
+			l.fail(name, "is required when REDIS_URL is set (32 random bytes, base64; e.g. `openssl rand -base64 32`)")
+			return nil, false
+		}
+		k := make([]byte, 32)
+		if _, err := rand.Read(k); err != nil {
+			l.fail(name, "cannot generate a key: %v", err)
+		}
+		return k, true
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if k, err := enc.DecodeString(raw); err == nil {
+			if len(k) != 32 {
+				l.fail(name, "must decode to 32 bytes, got %d", len(k))
+				return nil, false
+			}
+			return k, false
+		}
+	}
+	l.fail(name, "must be base64")
+	return nil, false
+}

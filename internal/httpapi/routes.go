@@ -1,0 +1,21 @@
+package httpapi
+
+import (
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// addRoutes is the whole HTTP surface of the api. Paths are written as the
+// Python proxy declares them; the trailing slash is optional on all of them.
+func addRoutes(r *gin.Engine, d Deps) {
+	// Operations.
+	r.GET("/livez", livez())
+	r.GET("/readyz", readyz(d.Ready))
+	r.GET("/healthz", readyz(d.Ready))
+	if d.Metrics != nil {
+		r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{})))
+	}
+
+	p := r.Group("/proxy")
+	p.GET("/prefect/version", h(prefectVersion(d.Proxy)))
+}

@@ -1,0 +1,108 @@
+// Package proxy holds the operations behind the Django-facing routes, in
+// Prefect terms. Each method returns exactly the JSON shape the Python
+// prefect-proxy returned, or an *apperr.Error carrying its status and message.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+)
+
+// FanOut bounds the parallel Prefect calls one request may make.
+const FanOut = 16
+
+// Service implements the read operations.
+type Service struct {
+	prefect *prefect.Client
+	log     logrus.FieldLogger
+	group   singleflight.Group // identical concurrent reads share one upstream call
+	// Defaults for deployment routes.
+	DefaultWorkPool  string
+	DefaultWorkQueue string
+}
+
+// New builds a Service.
+func New(pc *prefect.Client, log logrus.FieldLogger) *Service {
+	return &Service{prefect: pc, log: log, DefaultWorkPool: "default-agent-pool", DefaultWorkQueue: "ddp"}
+}
+
+// Prefect exposes the client, for routes that pass Prefect's answer through.
+func (s *Service) Prefect() *prefect.Client { return s.prefect }
+
+// shared runs fn once for all concurrent callers with the same key.
+func shared[T any](s *Service, key string, fn func() (T, error)) (T, error) {
+	v, err, _ := s.group.Do(key, func() (any, error) { return fn() })
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return v.(T), nil
+}
+
+// routeErr turns a Prefect failure into the route's answer. Upstream faults
+// (unreachable, timeout, 5xx after retries) are 502/504 with a detail — the
+// deliberate fix over the Python proxy's bare 500. Anything Prefect rejected
+// becomes the Python proxy's 400 with the route's fixed message, which is what
+// Django expects (e.g. "failed to fetch flow_run <id>" for an unknown run).
+func routeErr(err error, msg string) error {
+	if err == nil {
+		return nil
+	}
+	if up := UpstreamErr(err); up != nil {
+		return up
+	}
+	var ae *apperr.Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return apperr.Wrap(apperr.BadRequest, err, "%s", msg)
+}
+
+// UpstreamErr maps Prefect being unreachable, slow or failing to 502/504/503,
+// or returns nil when err is not an upstream fault.
+func UpstreamErr(err error) *apperr.Error {
+	var te *prefect.TransportError
+	if errors.As(err, &te) {
+		if te.Timeout {
+			return apperr.Wrap(apperr.Timeout, err, "Prefect did not answer in time")
+		}
+		return apperr.Wrap(apperr.Upstream, err, "Prefect is unreachable")
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return apperr.Wrap(apperr.Timeout, err, "Prefect did not answer in time")
+	}
+	var pe *prefect.APIError
+	if errors.As(err, &pe) {
+		switch {
+		case pe.Status == http.StatusServiceUnavailable:
+			return apperr.Wrap(apperr.Unavailable, err, "Prefect is unavailable (%d)", pe.Status)
+		case pe.Status == http.StatusUnauthorized || pe.Status == http.StatusForbidden:
+			return apperr.Wrap(apperr.Upstream, err, "Prefect refused the proxy's credentials (%d)", pe.Status)
+		case pe.Retryable():
+			return apperr.Wrap(apperr.Upstream, err, "Prefect failed (%d)", pe.Status)
+		}
+	}
+	return nil
+}
+
+// PrefectVersion is route 34: Prefect's package version, or nil on any error
+// (Django shows "Not available" instead of breaking its page).
+func (s *Service) PrefectVersion(ctx context.Context) any {
+	v, err := shared(s, "version", func() (string, error) {
+		var v string
+		err := s.prefect.Get(ctx, "/admin/version", &v)
+		return v, err
+	})
+	if err != nil {
+		s.log.WithError(err).Warn("prefect version unavailable")
+		return nil
+	}
+	return v
+}

@@ -1,0 +1,97 @@
+// Package worker is the job-executing side of the proxy: the asynq server
+// with every task handler, and its small ops HTTP surface. cmd/worker runs it
+// as its own process; cmd/api runs one in-process in embedded mode.
+package worker
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+)
+
+// Deps are the worker's collaborators.
+type Deps struct {
+	Config   config.Config
+	Log      *logrus.Logger
+	Redis    asynq.RedisConnOpt
+	Prefect  *prefect.Client
+	Registry *prometheus.Registry
+}
+
+// Worker executes jobs until Shutdown.
+type Worker struct {
+	d      Deps
+	srv    *asynq.Server
+	rdb    redis.UniversalClient
+	mux    *asynq.ServeMux
+	closed chan struct{}
+}
+
+// New builds a worker; Start begins fetching jobs.
+func New(d Deps) *Worker {
+	srv := jobs.NewServer(d.Redis, jobs.ServerConfig{
+		Concurrency: d.Config.WorkerConcurrency,
+		Log:         d.Log.WithField("component", "worker"),
+	})
+	mux := asynq.NewServeMux()
+	return &Worker{
+		d:      d,
+		srv:    srv,
+		rdb:    d.Redis.MakeRedisClient().(redis.UniversalClient),
+		mux:    mux,
+		closed: make(chan struct{}),
+	}
+}
+
+// Start connects to Redis and begins processing.
+func (w *Worker) Start() error {
+	if err := w.srv.Start(w.mux); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops fetching, waits for in-flight jobs (bounded by the server's
+// ShutdownTimeout) and hands unfinished ones back to the queue.
+func (w *Worker) Shutdown() {
+	w.srv.Shutdown()
+	_ = w.rdb.Close()
+}
+
+// Ready reports whether Redis answers.
+func (w *Worker) Ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return w.rdb.Ping(ctx).Err()
+}
+
+// OpsHandler serves /livez, /readyz and /metrics for the worker process.
+func (w *Worker) OpsHandler() http.Handler {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /livez", func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Content-Type", "application/json")
+		_, _ = rw.Write([]byte(`{"status":"ok"}`))
+	})
+	m.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "application/json")
+		if err := w.Ready(r.Context()); err != nil {
+			rw.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = fmt.Fprintf(rw, `{"detail":"redis not reachable"}`)
+			return
+		}
+		_, _ = rw.Write([]byte(`{"status":"ok"}`))
+	})
+	m.Handle("GET /metrics", promhttp.HandlerFor(w.d.Registry, promhttp.HandlerOpts{}))
+	return m
+}
