@@ -6,7 +6,8 @@ import (
 )
 
 // addRoutes is the whole HTTP surface of the api. Paths are written as the
-// Python proxy declares them; the trailing slash is optional on all of them.
+// Python proxy declares them; the trailing slash is optional on all of them
+// (see stripTrailingSlash), and Gin matches the slash-less form.
 func addRoutes(r *gin.Engine, d Deps) {
 	// Operations.
 	r.GET("/livez", livez())
@@ -18,4 +19,14 @@ func addRoutes(r *gin.Engine, d Deps) {
 
 	p := r.Group("/proxy")
 	p.GET("/prefect/version", h(prefectVersion(d.Proxy)))
+
+	// --- Blocks, deployments, workers: reads ---
+
+	// --- Flow runs: reads ---
+
+	// --- Writes (jobs) ---
+
+	// --- Job API ---
+
+	// --- Relay ---
 }
