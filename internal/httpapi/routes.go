@@ -17,7 +17,7 @@ func addRoutes(r *gin.Engine, d Deps) {
 		r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{})))
 	}
 
-	p := r.Group("/proxy")
+	p := r.Group("/proxy", requireToken(d.Config.ProxyAPIToken))
 	p.GET("/prefect/version", h(prefectVersion(d.Proxy)))
 
 	// --- Blocks, deployments, workers: reads ---
