@@ -1,0 +1,131 @@
+package config
+
+import (
+	"encoding/base64"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"ListenAddr", c.ListenAddr, ":8085"},
+		{"WorkerListenAddr", c.WorkerListenAddr, ":8086"},
+		{"PrefectURL", c.PrefectURL.String(), "http://127.0.0.1:4200/api"},
+		{"PrefectTimeout", c.PrefectTimeout, 30 * time.Second},
+		{"JobWaitTimeout", c.JobWaitTimeout, 25 * time.Second},
+		{"JobRetention", c.JobRetention, 24 * time.Hour},
+		{"WorkerConcurrency", c.WorkerConcurrency, 10},
+		{"JobMaxAttempts", c.JobMaxAttempts, 10},
+		{"DefaultWorkPool", c.DefaultWorkPool, "default-agent-pool"},
+		{"DefaultWorkQueue", c.DefaultWorkQueue, "ddp"},
+		{"RelayReconcileInterval", c.RelayReconcileInterval, 30 * time.Second},
+		{"RelayStates", strings.Join(c.RelayStates, ","), "Pending,Running,Completed,Cancelled,Failed,Crashed,TimedOut"},
+		{"RelayRetrySchedule[0]", c.RelayRetrySchedule[0], 5 * time.Second},
+		{"DjangoWebhookURL", c.DjangoWebhookURL.String(), "http://127.0.0.1:8002/webhooks/v1/notification/"},
+		{"Embedded", c.Embedded(), true},
+		{"JobKeyGenerated", c.JobKeyGenerated, true},
+		{"JobEncryptionKey len", len(c.JobEncryptionKey), 32},
+		{"LogFormat", c.LogFormat, "json"},
+	}
+	for _, ck := range checks {
+		if ck.got != ck.want {
+			t.Errorf("%s = %v, want %v", ck.name, ck.got, ck.want)
+		}
+	}
+}
+
+func TestValues(t *testing.T) {
+	t.Parallel()
+	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	c, err := Load(env(map[string]string{
+		"PREFECT_API_TIMEOUT":               "5",
+		"REDIS_URL":                         "redis://127.0.0.1:6379/0",
+		"JOB_ENCRYPTION_KEY":                key,
+		"PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "k1",
+		"RELAY_RECONCILE_INTERVAL":          "0",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PrefectTimeout != 5*time.Second || c.Embedded() || c.JobKeyGenerated {
+		t.Errorf("got %+v", c)
+	}
+	if c.RelayInboundKey != "k1" {
+		t.Errorf("RelayInboundKey defaults to the Django key, got %q", c.RelayInboundKey)
+	}
+	if c.RelayReconcileInterval != 0 {
+		t.Errorf("RELAY_RECONCILE_INTERVAL=0 turns the reconciler off, got %v", c.RelayReconcileInterval)
+	}
+	c, err = Load(env(map[string]string{"PREFECT_API_TIMEOUT": "1500ms"}))
+	if err != nil || c.PrefectTimeout != 1500*time.Millisecond {
+		t.Errorf("a Go duration is accepted for PREFECT_API_TIMEOUT: %v %v", c.PrefectTimeout, err)
+	}
+}
+
+func TestBadValuesNameTheVariable(t *testing.T) {
+	t.Parallel()
+	cases := map[string]map[string]string{
+		"PREFECT_API_URL":     {"PREFECT_API_URL": "not a url"},
+		"PREFECT_API_TIMEOUT": {"PREFECT_API_TIMEOUT": "-3"},
+		"WORKER_CONCURRENCY":  {"WORKER_CONCURRENCY": "zero"},
+		"JOB_WAIT_TIMEOUT":    {"JOB_WAIT_TIMEOUT": "soon"},
+		"RELAY_RETRY_SCHEDULE": {
+			"RELAY_RETRY_SCHEDULE": "5s,never"},
+		"REDIS_URL":          {"REDIS_URL": "http://x", "JOB_ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(make([]byte, 32))},
+		"JOB_ENCRYPTION_KEY": {"REDIS_URL": "redis://x:6379"},
+		"LOG_LEVEL":          {"LOG_LEVEL": "loud"},
+	}
+	for name, e := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Load(env(e))
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Fatalf("want an error naming %s, got %v", name, err)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error should be one line: %q", err)
+			}
+		})
+	}
+	_, err := Load(env(map[string]string{"REDIS_URL": "redis://x:6379", "JOB_ENCRYPTION_KEY": base64.StdEncoding.EncodeToString([]byte("short"))}))
+	if err == nil || !strings.Contains(err.Error(), "32 bytes") {
+		t.Errorf("short key: %v", err)
+	}
+}
+
+func TestDotenvFileUnderEnvironment(t *testing.T) {
+	t.Parallel()
+	p := filepath.Join(t.TempDir(), ".env")
+	if err := os.WriteFile(p, []byte("LISTEN_ADDR=:9000\nLOG_LEVEL=debug\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	get := Env(env(map[string]string{"LOG_LEVEL": "warn"}), p)
+	c, err := Load(get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ListenAddr != ":9000" {
+		t.Errorf(".env value not read: %q", c.ListenAddr)
+	}
+	if c.LogLevel != "warn" {
+		t.Errorf("environment must win over .env: %q", c.LogLevel)
+	}
+	if _, err := Load(Env(env(nil), filepath.Join(t.TempDir(), "missing"))); err != nil {
+		t.Errorf("a missing .env is fine: %v", err)
+	}
+}
