@@ -21,6 +21,15 @@ func addRoutes(r *gin.Engine, d Deps) {
 	p.GET("/prefect/version", h(prefectVersion(d.Proxy)))
 
 	// --- Blocks, deployments, workers: reads ---
+	p.GET("/blocks/airbyte/server/:blockname", h(airbyteServerBlockID(d.Proxy)))
+	p.GET("/blocks/airbyte/server/block/:blockname", h(airbyteServerBlock(d.Proxy)))
+	p.GET("/blocks/secret/:blockname/contents", h(secretBlockContents(d.Proxy, d.Config.ProxyAPIToken)))
+	p.GET("/blocks/secret/:blockname", h(secretBlock(d.Proxy)))
+	p.POST("/deployments/filter", h(filterDeployments(d.Proxy)))
+	p.GET("/deployments/:deployment_id", h(getDeployment(d.Proxy)))
+	p.POST("/workers/filter", h(filterWorkers(d.Proxy)))
+	p.POST("/v1/flows/dbtcore/run", h(inProcessRunGone()))
+	p.POST("/flows/shell/run", h(inProcessRunGone()))
 
 	// --- Flow runs: reads ---
 
