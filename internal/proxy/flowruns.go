@@ -1,0 +1,433 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+)
+
+// DBTTestFailed is the state name the dbt runner flow gives a run whose
+// `dbt test` failed (a COMPLETED-type state); Django shows it as a warning.
+const DBTTestFailed = "DBT_TEST_FAILED"
+
+// terminalTypes are the state types the run history (route 19) lists.
+var terminalTypes = []string{"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+// runHead is the part of a Prefect flow run the proxy reads; the other
+// fields pass through as raw JSON.
+type runHead struct {
+	ID                json.RawMessage `json:"id"`
+	Name              json.RawMessage `json:"name"`
+	Tags              json.RawMessage `json:"tags"`
+	StartTime         json.RawMessage `json:"start_time"`
+	ExpectedStartTime json.RawMessage `json:"expected_start_time"`
+	TotalRunTime      json.RawMessage `json:"total_run_time"`
+	EstimatedRunTime  json.RawMessage `json:"estimated_run_time"`
+	WorkQueueName     json.RawMessage `json:"work_queue_name"`
+	WorkPoolName      json.RawMessage `json:"work_pool_name"`
+	DeploymentID      json.RawMessage `json:"deployment_id"`
+	State             *struct {
+		Type json.RawMessage `json:"type"`
+		Name json.RawMessage `json:"name"`
+	} `json:"state"`
+}
+
+func (r runHead) idString() string {
+	var s string
+	_ = json.Unmarshal(r.ID, &s)
+	return s
+}
+
+// stateType and stateName are Prefect's values (null when the run has no state).
+func (r runHead) stateType() json.RawMessage {
+	if r.State == nil || r.State.Type == nil {
+		return json.RawMessage("null")
+	}
+	return r.State.Type
+}
+
+func (r runHead) stateName() json.RawMessage {
+	if r.State == nil || r.State.Name == nil {
+		return json.RawMessage("null")
+	}
+	return r.State.Name
+}
+
+// FlowRunPoll is route 22 (GET /proxy/flow_runs/{id}/poll): Prefect's flow run
+// JSON, byte for byte. It is Django's most frequent call (UI polling, the
+// webhook task, clear_stuck_locks), so it is one GET shared by concurrent
+// identical polls.
+func (s *Service) FlowRunPoll(ctx context.Context, id string) (json.RawMessage, error) {
+	msg := "failed to fetch flow_run " + id
+	cid, ok := canonicalID(id)
+	if !ok {
+		return nil, badID(msg)
+	}
+	raw, err := shared(s, "poll:"+cid, func() (json.RawMessage, error) {
+		return s.getFlowRun(context.WithoutCancel(ctx), cid)
+	})
+	return raw, routeErr(err, msg)
+}
+
+func (s *Service) getFlowRun(ctx context.Context, id string) (json.RawMessage, error) {
+	var raw json.RawMessage
+	if err := s.prefect.Get(ctx, "/flow_runs/"+id, &raw); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+// FlowRun is route 21 (GET /proxy/flow_runs/{id}): Prefect's flow run plus
+// "status" (state.type) and "state_name" (DBT_TEST_FAILED when any task run in
+// the run's subflow tree has that state name, else state.name).
+func (s *Service) FlowRun(ctx context.Context, id string) (json.RawMessage, error) {
+	msg := "failed to fetch flow_run " + id
+	cid, ok := canonicalID(id)
+	if !ok {
+		return nil, badID(msg)
+	}
+	raw, err := shared(s, "flowrun:"+cid, func() (json.RawMessage, error) {
+		ctx := context.WithoutCancel(ctx)
+		raw, err := s.getFlowRun(ctx, cid)
+		if err != nil {
+			return nil, err
+		}
+		var head runHead
+		if err := json.Unmarshal(raw, &head); err != nil {
+			return nil, err
+		}
+		failed, err := s.dbtTestFailed(ctx, []string{cid})
+		if err != nil {
+			return nil, err
+		}
+		name := head.stateName()
+		if failed[cid] {
+			name = json.RawMessage(strconv.Quote(DBTTestFailed))
+		}
+		return setKeys(raw, "status", head.stateType(), "state_name", name)
+	})
+	return raw, routeErr(err, msg)
+}
+
+// FlowRunSummary is one row of route 19, in the Python proxy's mixed casing.
+type FlowRunSummary struct {
+	ID                json.RawMessage `json:"id"`
+	Name              json.RawMessage `json:"name"`
+	Tags              json.RawMessage `json:"tags"`
+	StartTime         json.RawMessage `json:"startTime"`
+	ExpectedStartTime json.RawMessage `json:"expectedStartTime"`
+	TotalRunTime      json.RawMessage `json:"totalRunTime"`
+	Status            json.RawMessage `json:"status"`
+	StateName         json.RawMessage `json:"state_name"`
+}
+
+// FlowRunsByDeployment is route 19 (GET /proxy/flow_runs): the deployment's
+// runs in a terminal state, newest start first, each with its final state
+// name. limit 0 means every run (Prefect's 200-row cap is paged through);
+// startTimeGT, when set, is passed to Prefect as start_time.after_.
+//
+// Calls: the run filter (paged), then one batched task-run filter per level of
+// subflow depth across all runs (see dbtTestFailed) — not N×(2+subflows).
+func (s *Service) FlowRunsByDeployment(ctx context.Context, deploymentID string, limit int, startTimeGT string) ([]FlowRunSummary, error) {
+	const msg = "failed to fetch flow_runs for deployment"
+	dep, ok := canonicalID(deploymentID)
+	if !ok {
+		return nil, badID(msg)
+	}
+	key := "flowruns:" + dep + "|" + strconv.Itoa(limit) + "|" + startTimeGT
+	out, err := shared(s, key, func() ([]FlowRunSummary, error) {
+		ctx := context.WithoutCancel(ctx)
+		runFilter := map[string]any{
+			"operator": "and_",
+			"state":    map[string]any{"type": map[string]any{"any_": terminalTypes}},
+		}
+		if startTimeGT != "" {
+			runFilter["start_time"] = map[string]any{"after_": startTimeGT}
+		}
+		rows, err := s.prefect.FilterAll(ctx, "/flow_runs/filter", map[string]any{
+			"sort":        "START_TIME_DESC",
+			"deployments": map[string]any{"id": map[string]any{"any_": []string{dep}}},
+			"flow_runs":   runFilter,
+		}, limit)
+		if err != nil {
+			return nil, err
+		}
+		rows = uniqueByID(rows)
+		heads := make([]runHead, len(rows))
+		ids := make([]string, len(rows))
+		for i, r := range rows {
+			if err := json.Unmarshal(r, &heads[i]); err != nil {
+				return nil, err
+			}
+			ids[i] = heads[i].idString()
+		}
+		failed, err := s.dbtTestFailed(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]FlowRunSummary, len(heads))
+		for i, h := range heads {
+			name := h.stateName()
+			if failed[ids[i]] {
+				name = json.RawMessage(strconv.Quote(DBTTestFailed))
+			}
+			out[i] = FlowRunSummary{
+				ID: h.ID, Name: h.Name, Tags: h.Tags, StartTime: h.StartTime,
+				ExpectedStartTime: h.ExpectedStartTime, TotalRunTime: h.TotalRunTime,
+				Status: h.stateType(), StateName: name,
+			}
+		}
+		return out, nil
+	})
+	return out, routeErr(err, msg)
+}
+
+// LateFilter is the body of route 20 (FilterLateFlowRuns).
+type LateFilter struct {
+	DeploymentID      string
+	WorkPoolName      string
+	WorkQueueName     string
+	Limit             int // <= 0: every late run
+	BeforeStartTime   *time.Time
+	AfterStartTime    *time.Time
+	ExcludeFlowRunIDs []string
+}
+
+// LateFlowRun is one row of route 20.
+type LateFlowRun struct {
+	ID                json.RawMessage `json:"id"`
+	Name              json.RawMessage `json:"name"`
+	Tags              json.RawMessage `json:"tags"`
+	StartTime         json.RawMessage `json:"startTime"`
+	ExpectedStartTime json.RawMessage `json:"expectedStartTime"`
+	TotalRunTime      json.RawMessage `json:"totalRunTime"`
+	EstimatedRunTime  json.RawMessage `json:"estimatedRunTime"`
+	WorkQueueName     json.RawMessage `json:"workQueueName"`
+	WorkPoolName      json.RawMessage `json:"workPoolName"`
+	DeploymentID      json.RawMessage `json:"deployment_id"`
+}
+
+// LateFlowRuns is route 20 (POST /proxy/flow_runs/late): runs in the "Late"
+// state, newest start first.
+func (s *Service) LateFlowRuns(ctx context.Context, f LateFilter) ([]LateFlowRun, error) {
+	const msg = "failed to fetch late flow runs"
+	exclude := f.ExcludeFlowRunIDs
+	if exclude == nil {
+		exclude = []string{}
+	}
+	runFilter := map[string]any{
+		"operator": "and_",
+		"state":    map[string]any{"name": map[string]any{"any_": []string{"Late"}}},
+		"id":       map[string]any{"not_any_": exclude},
+	}
+	est := map[string]any{}
+	if f.BeforeStartTime != nil {
+		est["before_"] = f.BeforeStartTime.UTC().Format(time.RFC3339Nano)
+	}
+	if f.AfterStartTime != nil {
+		est["after_"] = f.AfterStartTime.UTC().Format(time.RFC3339Nano)
+	}
+	if len(est) > 0 {
+		runFilter["expected_start_time"] = est
+	}
+	body := map[string]any{"sort": "START_TIME_DESC", "flow_runs": runFilter}
+	if f.DeploymentID != "" {
+		body["deployments"] = map[string]any{"id": map[string]any{"any_": []string{f.DeploymentID}}}
+	}
+	if f.WorkPoolName != "" {
+		body["work_pools"] = map[string]any{"name": map[string]any{"any_": []string{f.WorkPoolName}}}
+	}
+	if f.WorkQueueName != "" {
+		body["work_pool_queues"] = map[string]any{"name": map[string]any{"any_": []string{f.WorkQueueName}}}
+	}
+	rows, err := s.prefect.FilterAll(ctx, "/flow_runs/filter", body, max(f.Limit, 0))
+	if err != nil {
+		return nil, routeErr(err, msg)
+	}
+	rows = uniqueByID(rows)
+	out := make([]LateFlowRun, len(rows))
+	for i, r := range rows {
+		var h runHead
+		if err := json.Unmarshal(r, &h); err != nil {
+			return nil, routeErr(err, msg)
+		}
+		out[i] = LateFlowRun{
+			ID: h.ID, Name: h.Name, Tags: h.Tags, StartTime: h.StartTime,
+			ExpectedStartTime: h.ExpectedStartTime, TotalRunTime: h.TotalRunTime,
+			EstimatedRunTime: h.EstimatedRunTime, WorkQueueName: h.WorkQueueName,
+			WorkPoolName: h.WorkPoolName, DeploymentID: h.DeploymentID,
+		}
+	}
+	return out, nil
+}
+
+// FlowRunByName is route 18 (POST /proxy/flow_run/): the first run with that
+// name in Prefect's default order (ID_DESC), plus "status" (state.type).
+func (s *Service) FlowRunByName(ctx context.Context, name string) (json.RawMessage, error) {
+	var rows []json.RawMessage
+	err := s.prefect.PostRead(ctx, "/flow_runs/filter", map[string]any{
+		"flow_runs": map[string]any{"operator": "and_", "name": map[string]any{"any_": []string{name}}},
+		"limit":     1,
+	}, &rows)
+	if err != nil {
+		return nil, routeErr(err, "failed to fetch flow_runs by name")
+	}
+	if len(rows) == 0 {
+		return nil, apperr.New(apperr.BadRequest, "no such flow run")
+	}
+	var h runHead
+	if err := json.Unmarshal(rows[0], &h); err != nil {
+		return nil, routeErr(err, "failed to fetch flow_runs by name")
+	}
+	raw, err := setKeys(rows[0], "status", h.stateType())
+	if err != nil {
+		return nil, routeErr(err, "failed to fetch flow_runs by name")
+	}
+	return raw, nil
+}
+
+// ScheduledFlowRuns is route 17 (GET /proxy/v1/deployments/get_scheduled_flow_runs):
+// the deployment's SCHEDULED runs, soonest first, as raw Prefect JSON. It reads
+// them with /flow_runs/filter and the same filter and sort as Prefect's
+// runner-polling endpoint, which must not be called: it marks deployments READY.
+func (s *Service) ScheduledFlowRuns(ctx context.Context, deploymentID string) ([]json.RawMessage, error) {
+	const msg = "failed to fetch scheduled flow-runs for deployment"
+	dep, ok := canonicalID(deploymentID)
+	if !ok {
+		return nil, badID(msg)
+	}
+	rows, err := s.prefect.FilterAll(ctx, "/flow_runs/filter", map[string]any{
+		"sort":        "NEXT_SCHEDULED_START_TIME_ASC",
+		"deployments": map[string]any{"id": map[string]any{"any_": []string{dep}}},
+		"flow_runs":   map[string]any{"state": map[string]any{"type": map[string]any{"any_": []string{"SCHEDULED"}}}},
+	}, 0)
+	if err != nil {
+		return nil, routeErr(err, msg)
+	}
+	return nonNil(uniqueByID(rows)), nil
+}
+
+// LongRunningFlowRuns is route 35 (GET /proxy/flow_runs/long-running/{nhours}):
+// RUNNING runs that started before `since - nhours`, as raw Prefect JSON.
+// The Python route had no error mapping: a Prefect rejection is a 400 whose
+// detail is Prefect's text.
+func (s *Service) LongRunningFlowRuns(ctx context.Context, nhours int, since time.Time) ([]json.RawMessage, error) {
+	before := since.Add(-time.Duration(nhours) * time.Hour).UTC()
+	rows, err := s.prefect.FilterAll(ctx, "/flow_runs/filter", map[string]any{
+		"flow_runs": map[string]any{
+			"operator":   "and_",
+			"state":      map[string]any{"operator": "and_", "type": map[string]any{"any_": []string{"RUNNING"}}},
+			"start_time": map[string]any{"before_": before.Format(time.RFC3339Nano)},
+		},
+	}, 0)
+	if err != nil {
+		if up := UpstreamErr(err); up != nil {
+			return nil, up
+		}
+		var ae *prefect.APIError
+		if errors.As(err, &ae) {
+			return nil, apperr.Wrap(apperr.BadRequest, err, "%s", ae.Body)
+		}
+		return nil, routeErr(err, "failed to fetch long-running flow runs")
+	}
+	return nonNil(uniqueByID(rows)), nil
+}
+
+// nonNil makes an empty result encode as [] rather than null.
+func nonNil(rows []json.RawMessage) []json.RawMessage {
+	if rows == nil {
+		return []json.RawMessage{}
+	}
+	return rows
+}
+
+// dbtTestFailed reports, for each root flow run, whether a task run anywhere
+// in its subflow tree (the root, its subflows, their subflows...) has state
+// name DBT_TEST_FAILED — the Python proxy's update_flow_run_final_state.
+//
+// Python walked each run's tree with one v1 /flow_runs/{id}/graph GET per
+// flow run, then filtered its task runs (capped at 200). The v1 graph is just
+// the run's task runs, a subflow showing as a task run whose
+// state.state_details.child_flow_run_id names the child. So the same walk is
+// done breadth-first for all roots at once: per depth level ONE task-run
+// filter (chunked, paged) over the level's flow runs, restricted to the task
+// runs that matter — subflow parents (to find the next level) or
+// DBT_TEST_FAILED ones. Checked against Prefect 3.6.29.
+func (s *Service) dbtTestFailed(ctx context.Context, roots []string) (map[string]bool, error) {
+	children := map[string][]string{} // flow run -> child flow runs
+	hasFailed := map[string]bool{}    // flow run with a DBT_TEST_FAILED task run of its own
+	seen := make(map[string]bool, len(roots))
+	var frontier []string
+	for _, r := range roots {
+		if r != "" && !seen[r] {
+			seen[r] = true
+			frontier = append(frontier, r)
+		}
+	}
+	for len(frontier) > 0 {
+		rows, err := s.filterByIDs(ctx, "/task_runs/filter", frontier, func(chunk []string) map[string]any {
+			return map[string]any{
+				"flow_runs": map[string]any{"id": map[string]any{"any_": chunk}},
+				"task_runs": map[string]any{
+					"operator":     "or_",
+					"subflow_runs": map[string]any{"exists_": true},
+					"state":        map[string]any{"name": map[string]any{"any_": []string{DBTTestFailed}}},
+				},
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+		var next []string
+		for _, r := range rows {
+			var tr struct {
+				FlowRunID string `json:"flow_run_id"`
+				State     *struct {
+					Name         string `json:"name"`
+					StateDetails struct {
+						ChildFlowRunID *string `json:"child_flow_run_id"`
+					} `json:"state_details"`
+				} `json:"state"`
+			}
+			if err := json.Unmarshal(r, &tr); err != nil || tr.State == nil {
+				continue
+			}
+			if tr.State.Name == DBTTestFailed {
+				hasFailed[tr.FlowRunID] = true
+			}
+			if c := tr.State.StateDetails.ChildFlowRunID; c != nil && *c != "" {
+				children[tr.FlowRunID] = append(children[tr.FlowRunID], *c)
+				if !seen[*c] {
+					seen[*c] = true
+					next = append(next, *c)
+				}
+			}
+		}
+		frontier = next
+	}
+	// A root fails when any flow run of its own tree does; walk each tree
+	// separately (a root may also be another root's subflow).
+	out := make(map[string]bool, len(roots))
+	for _, r := range roots {
+		visited := map[string]bool{}
+		stack := []string{r}
+		for len(stack) > 0 && !out[r] {
+			n := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if visited[n] {
+				continue
+			}
+			visited[n] = true
+			if hasFailed[n] {
+				out[r] = true
+			}
+			stack = append(stack, children[n]...)
+		}
+	}
+	return out, nil
+}

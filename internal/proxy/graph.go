@@ -1,0 +1,207 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// graphNode is one node of Prefect's /flow_runs/{id}/graph-v2: a direct task
+// run or subflow run of the flow run.
+type graphNode struct {
+	Kind      string          `json:"kind"` // "flow-run" | "task-run"
+	ID        string          `json:"id"`
+	Label     string          `json:"label"`
+	StartTime json.RawMessage `json:"start_time"`
+	EndTime   json.RawMessage `json:"end_time"`
+	Children  []struct {
+		ID string `json:"id"`
+	} `json:"children"`
+}
+
+// graphNodes fetches graph-v2 and returns its nodes breadth-first from
+// root_node_ids, following `children` (the Python proxy's
+// traverse_flow_run_graph_v2), with flow-run labels stripped of their
+// "<flow name> / " prefix. A node reached twice (a task with two upstream
+// tasks) is listed once; Python listed it again on every path.
+func (s *Service) graphNodes(ctx context.Context, flowRunID string) ([]graphNode, error) {
+	var g struct {
+		RootNodeIDs *[]string           `json:"root_node_ids"`
+		Nodes       [][]json.RawMessage `json:"nodes"`
+	}
+	if err := s.prefect.Get(ctx, "/flow_runs/"+flowRunID+"/graph-v2", &g); err != nil {
+		return nil, err
+	}
+	if g.RootNodeIDs == nil {
+		return nil, nil
+	}
+	byID := make(map[string]graphNode, len(g.Nodes))
+	for _, pair := range g.Nodes {
+		if len(pair) != 2 {
+			return nil, fmt.Errorf("graph-v2 of %s: node is not an [id, node] pair", flowRunID)
+		}
+		var id string
+		var n graphNode
+		if err := json.Unmarshal(pair[0], &id); err != nil {
+			return nil, fmt.Errorf("graph-v2 of %s: %w", flowRunID, err)
+		}
+		if err := json.Unmarshal(pair[1], &n); err != nil {
+			return nil, fmt.Errorf("graph-v2 of %s: %w", flowRunID, err)
+		}
+		n.Label = stripFlowName(n.Kind, n.Label)
+		if _, dup := byID[id]; !dup {
+			byID[id] = n
+		}
+	}
+	var out []graphNode
+	queue := append([]string(nil), *g.RootNodeIDs...)
+	visited := make(map[string]bool, len(byID))
+	for len(queue) > 0 {
+		id := queue[0]
+		queue = queue[1:]
+		n, ok := byID[id]
+		if !ok || visited[id] {
+			continue
+		}
+		visited[id] = true
+		out = append(out, n)
+		for _, c := range n.Children {
+			queue = append(queue, c.ID)
+		}
+	}
+	return out, nil
+}
+
+// runObj is what the graph routes read from each node's flow run or task run.
+type runObj struct {
+	StateType        json.RawMessage `json:"state_type"`
+	StateName        json.RawMessage `json:"state_name"`
+	TotalRunTime     json.RawMessage `json:"total_run_time"`
+	EstimatedRunTime json.RawMessage `json:"estimated_run_time"`
+	Parameters       json.RawMessage `json:"parameters"`
+}
+
+// nodeRuns reads the flow run or task run behind every node: one batched
+// /flow_runs/filter and one /task_runs/filter by id, in parallel, instead of
+// the Python proxy's GET per node. A node whose run is gone is an error, as a
+// failed GET was.
+func (s *Service) nodeRuns(ctx context.Context, nodes []graphNode) (map[string]runObj, error) {
+	var flowIDs, taskIDs []string
+	for _, n := range nodes {
+		switch n.Kind {
+		case "flow-run":
+			flowIDs = append(flowIDs, n.ID)
+		case "task-run":
+			taskIDs = append(taskIDs, n.ID)
+		}
+	}
+	var flowRows, taskRows []json.RawMessage
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		flowRows, err = s.filterByIDs(gctx, "/flow_runs/filter", flowIDs, func(c []string) map[string]any {
+			return map[string]any{"flow_runs": map[string]any{"id": map[string]any{"any_": c}}}
+		})
+		return err
+	})
+	g.Go(func() (err error) {
+		taskRows, err = s.filterByIDs(gctx, "/task_runs/filter", taskIDs, func(c []string) map[string]any {
+			return map[string]any{"task_runs": map[string]any{"id": map[string]any{"any_": c}}}
+		})
+		return err
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	objs := make(map[string]runObj, len(nodes))
+	for _, r := range append(flowRows, taskRows...) {
+		var o struct {
+			ID string `json:"id"`
+			runObj
+		}
+		if err := json.Unmarshal(r, &o); err != nil {
+			return nil, err
+		}
+		objs[o.ID] = o.runObj
+	}
+	for _, n := range nodes {
+		if _, ok := objs[n.ID]; !ok && (n.Kind == "flow-run" || n.Kind == "task-run") {
+			return nil, fmt.Errorf("%s %s of the graph not found", n.Kind, n.ID)
+		}
+	}
+	return objs, nil
+}
+
+// GraphNode is one row of route 28.
+type GraphNode struct {
+	ID               string          `json:"id"`
+	Kind             string          `json:"kind"`
+	Label            string          `json:"label"`
+	StateType        json.RawMessage `json:"state_type"`
+	StateName        json.RawMessage `json:"state_name"`
+	StartTime        json.RawMessage `json:"start_time"`
+	EndTime          json.RawMessage `json:"end_time"`
+	TotalRunTime     json.RawMessage `json:"total_run_time"`
+	EstimatedRunTime json.RawMessage `json:"estimated_run_time"`
+	// Parameters is the run's parameters.payload, present only when the run
+	// has one (Django's history reads parameters["connection_id"]).
+	Parameters json.RawMessage `json:"parameters,omitempty"`
+}
+
+// FlowRunGraph is route 28 (GET /proxy/flow_runs/graph/{id}): the run's direct
+// task runs and subflows in graph-v2 breadth-first order. start/end times
+// come from the graph node, states and run times from the run objects.
+// Calls: graph-v2, then two batched filters in parallel.
+func (s *Service) FlowRunGraph(ctx context.Context, id string) ([]GraphNode, error) {
+	const msg = "failed to fetch graph for flow_run"
+	cid, ok := canonicalID(id)
+	if !ok {
+		return nil, badID(msg)
+	}
+	out, err := shared(s, "graph:"+cid, func() ([]GraphNode, error) {
+		ctx := context.WithoutCancel(ctx)
+		nodes, err := s.graphNodes(ctx, cid)
+		if err != nil {
+			return nil, err
+		}
+		objs, err := s.nodeRuns(ctx, nodes)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]GraphNode, len(nodes))
+		for i, n := range nodes {
+			o := objs[n.ID]
+			gn := GraphNode{
+				ID: n.ID, Kind: n.Kind, Label: n.Label,
+				StateType: rawOrNull(o.StateType), StateName: rawOrNull(o.StateName),
+				StartTime: rawOrNull(n.StartTime), EndTime: rawOrNull(n.EndTime),
+				TotalRunTime: rawOrZero(o.TotalRunTime), EstimatedRunTime: rawOrZero(o.EstimatedRunTime),
+			}
+			var params map[string]json.RawMessage
+			if json.Unmarshal(o.Parameters, &params) == nil {
+				if p, ok := params["payload"]; ok {
+					gn.Parameters = p
+				}
+			}
+			out[i] = gn
+		}
+		return out, nil
+	})
+	return out, routeErr(err, msg)
+}
+
+func rawOrNull(v json.RawMessage) json.RawMessage {
+	if len(v) == 0 {
+		return json.RawMessage("null")
+	}
+	return v
+}
+
+// rawOrZero mirrors Python's run_obj.get(key, 0).
+func rawOrZero(v json.RawMessage) json.RawMessage {
+	if len(v) == 0 {
+		return json.RawMessage("0")
+	}
+	return v
+}
