@@ -1,0 +1,398 @@
+package testenv
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// DefaultPrefectVersion is Dalgo's pin; PREFECT_VERSION overrides it.
+const DefaultPrefectVersion = "3.6.29"
+
+// Environment variables the harness reads.
+const (
+	// EnvPrefectURL points the tests at an already running Prefect server
+	// (its API root, e.g. http://127.0.0.1:4200/api) instead of starting one.
+	EnvPrefectURL = "PREFECT_TEST_API_URL"
+	// EnvPrefectVersion selects the Prefect release to install and start.
+	EnvPrefectVersion = "PREFECT_VERSION"
+	// EnvPrefectVenv overrides the virtualenv location
+	// (default <repo>/.venv/prefect-<version>).
+	EnvPrefectVenv = "PREFECT_VENV"
+)
+
+// PrefectServer is a real Prefect server: started by the harness, or the one
+// named by PREFECT_TEST_API_URL.
+type PrefectServer struct {
+	// URL is the API root, e.g. http://127.0.0.1:41234/api — what the proxy's
+	// PREFECT_API_URL is set to.
+	URL string
+	// Version is what the server reports at /api/admin/version.
+	Version string
+	// Home is the isolated PREFECT_HOME (empty for an external server).
+	Home string
+
+	proc *Proc
+	http *http.Client
+}
+
+// Prefect returns the test binary's shared Prefect server, starting it on
+// first use (up to two minutes on a fresh machine) and stopping it in Main.
+// Tests isolate themselves by unique names (see Unique). With -short the
+// calling test is skipped rather than waiting for a server.
+func Prefect(tb testing.TB) *PrefectServer {
+	tb.Helper()
+	if testing.Short() && os.Getenv(EnvPrefectURL) == "" {
+		tb.Skip("testenv: -short: not starting a Prefect server")
+	}
+	shared.prefectOnce.Do(func() {
+		shared.prefect, shared.prefectErr = StartPrefect()
+		if shared.prefect != nil {
+			atShutdown(shared.prefect.Stop)
+		}
+	})
+	must(tb, shared.prefectErr, "prefect server")
+	return shared.prefect
+}
+
+// PrefectVersion is the release the harness installs and starts.
+func PrefectVersion() string {
+	if v := strings.TrimSpace(os.Getenv(EnvPrefectVersion)); v != "" {
+		return v
+	}
+	return DefaultPrefectVersion
+}
+
+// StartPrefect starts a Prefect server (or connects to PREFECT_TEST_API_URL).
+// The caller stops it with Stop. Prefer Prefect(tb).
+func StartPrefect() (*PrefectServer, error) {
+	hc := &http.Client{Timeout: 30 * time.Second}
+	if u := strings.TrimSpace(os.Getenv(EnvPrefectURL)); u != "" {
+		s := &PrefectServer{URL: strings.TrimRight(u, "/"), http: hc}
+		if err := s.waitHealthy(nil, 10*time.Second); err != nil {
+			return nil, errorf("%s=%s: %v", EnvPrefectURL, u, err)
+		}
+		return s, s.readVersion()
+	}
+	venv, err := PrefectVenv()
+	if err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for attempt := 0; attempt < 2; attempt++ { // the free port can be taken in between
+		s, err := startPrefectIn(venv, hc, attempt == 0)
+		if err == nil {
+			return s, nil
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+// PrefectVenv returns a virtualenv with the wanted Prefect installed,
+// creating it with scripts/prefect-venv.sh when it is missing.
+func PrefectVenv() (string, error) {
+	version := PrefectVersion()
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	if venv := os.Getenv(EnvPrefectVenv); venv != "" {
+		// Someone else's venv: use it as it is.
+		if _, err := os.Stat(filepath.Join(venv, "bin", "prefect")); err != nil {
+			return "", errorf("%s=%s has no bin/prefect", EnvPrefectVenv, venv)
+		}
+		makeDatabaseTemplate(venv)
+		return venv, nil
+	}
+	venv := filepath.Join(root, ".venv", "prefect-"+version)
+	// scripts/prefect-venv.sh writes .installed last.
+	if _, err := os.Stat(filepath.Join(venv, ".installed")); err == nil {
+		makeDatabaseTemplate(venv)
+		return venv, nil
+	}
+	script := filepath.Join(root, "scripts", "prefect-venv.sh")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", script, venv)
+	cmd.Env = append(os.Environ(), EnvPrefectVersion+"="+version)
+	cmd.Stdout = os.Stderr // progress of a long install belongs in the test output
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", errorf("installing prefect %s into %s with %s: %v", version, venv, script, err)
+	}
+	makeDatabaseTemplate(venv)
+	return venv, nil
+}
+
+// makeDatabaseTemplate migrates an empty database once per venv with
+// `prefect server database upgrade`, run alone so the file is complete when it
+// is copied. Starting from it skips most of a first start. It is only a cache:
+// on any failure the server simply migrates its own database.
+func makeDatabaseTemplate(venv string) {
+	dst := templatePath()
+	if _, err := os.Stat(dst); err == nil {
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return
+	}
+	home, err := os.MkdirTemp("", "testenv-prefect-template-")
+	if err != nil {
+		return
+	}
+	defer os.RemoveAll(home)
+	env := PrefectServerEnv(home, 4200)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(venv, "bin", "prefect"), "server", "database", "upgrade", "-y")
+	cmd.Env = envList(env)
+	cmd.Dir = home
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "testenv: prefect database template not made (%v): %s\n", err, tail(string(out), 1000))
+		return
+	}
+	b, err := os.ReadFile(filepath.Join(home, "prefect.db"))
+	if err != nil {
+		return
+	}
+	tmp := dst + ".tmp"
+	if os.WriteFile(tmp, b, 0o600) == nil {
+		_ = os.Rename(tmp, dst)
+	}
+}
+
+// PrefectServerEnv is the environment of a headless Prefect server for tests
+// (spec/prefect-api.md §3.2): no UI, no analytics, scheduler and late-runs
+// off (so no run appears or turns Late on its own), the triggers/actions
+// services on (automations must fire for relay tests).
+func PrefectServerEnv(home string, port int) map[string]string {
+	return map[string]string{
+		"PREFECT_HOME":                                         home,
+		"PREFECT_SERVER_DATABASE_CONNECTION_URL":               "sqlite+aiosqlite:///" + filepath.Join(home, "prefect.db"),
+		"PREFECT_SERVER_API_HOST":                              "127.0.0.1",
+		"PREFECT_SERVER_API_PORT":                              strconv.Itoa(port),
+		"PREFECT_API_URL":                                      fmt.Sprintf("http://127.0.0.1:%d/api", port),
+		"PREFECT_SERVER_UI_ENABLED":                            "false",
+		"PREFECT_UI_ENABLED":                                   "false",
+		"PREFECT_SERVER_ANALYTICS_ENABLED":                     "false",
+		"PREFECT_SERVER_LOGGING_LEVEL":                         "WARNING",
+		"PREFECT_LOGGING_LEVEL":                                "WARNING",
+		"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED":            "false",
+		"PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED":            "false",
+		"PREFECT_SERVER_SERVICES_FOREMAN_ENABLED":              "false",
+		"PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED":    "false",
+		"PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_ENABLED": "false",
+		"PREFECT_SERVER_SERVICES_REPOSSESSOR_ENABLED":          "false",
+		"PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED":             "true",
+		"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED":      "true",
+		"PYTHONUNBUFFERED":                                     "1",
+	}
+}
+
+// PrefectArgs are the `prefect server start` flags matching PrefectServerEnv.
+func PrefectArgs(port int) []string {
+	return []string{"server", "start", "--host", "127.0.0.1", "--port", strconv.Itoa(port),
+		"--no-ui", "--analytics-off", "--no-scheduler", "--no-late-runs"}
+}
+
+func startPrefectIn(venv string, hc *http.Client, useTemplate bool) (*PrefectServer, error) {
+	home, err := os.MkdirTemp("", "testenv-prefect-")
+	if err != nil {
+		return nil, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	logFile, err := os.Create(filepath.Join(home, "server.log"))
+	if err != nil {
+		return nil, err
+	}
+	// A migrated empty database saves most of a first start (about a hundred
+	// SQLite migrations); the venv keeps one per Prefect version.
+	if useTemplate {
+		seedDatabase(home)
+	}
+	p, err := startProc(procOpts{
+		name:    "prefect",
+		path:    filepath.Join(venv, "bin", "prefect"),
+		args:    PrefectArgs(port),
+		env:     envList(PrefectServerEnv(home, port)),
+		dir:     home, // Prefect also reads ./.env and ./prefect.toml
+		logFile: logFile,
+	})
+	if err != nil {
+		_ = logFile.Close()
+		return nil, err
+	}
+	s := &PrefectServer{URL: fmt.Sprintf("http://127.0.0.1:%d/api", port), Home: home, proc: p, http: hc}
+	if err := s.waitHealthy(p, 120*time.Second); err != nil {
+		p.Kill()
+		_ = logFile.Close()
+		return nil, err
+	}
+	go func() { <-p.done; _ = logFile.Close() }()
+	if err := s.readVersion(); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// seedDatabase copies the venv's migrated template database (made by
+// makeDatabaseTemplate) into home.
+func seedDatabase(home string) {
+	src := templatePath()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return
+	}
+	_ = os.WriteFile(filepath.Join(home, "prefect.db"), b, 0o600)
+}
+
+// templatePath is where the migrated empty database of this Prefect version
+// is cached (git-ignored, next to the venvs).
+func templatePath() string {
+	root, err := RepoRoot()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "testenv-prefect-"+PrefectVersion()+".db")
+	}
+	return filepath.Join(root, ".venv", "prefect-"+PrefectVersion()+"-template.db")
+}
+
+// Proc is the server process, nil for an external server.
+func (s *PrefectServer) Proc() *Proc { return s.proc }
+
+// Stop stops a server the harness started (SIGTERM, then SIGKILL to its
+// group) and removes its home. An external server is left alone.
+func (s *PrefectServer) Stop() {
+	if s.proc == nil {
+		return
+	}
+	s.proc.Stop(15 * time.Second)
+	_ = os.RemoveAll(s.Home)
+}
+
+// Logs returns the server's output (empty for an external server).
+func (s *PrefectServer) Logs() string {
+	if s.proc == nil {
+		return ""
+	}
+	return s.proc.Logs()
+}
+
+func (s *PrefectServer) waitHealthy(p *Proc, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		resp, err := s.http.Get(s.URL + "/health")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && strings.TrimSpace(string(body)) == "true" {
+				return nil
+			}
+			err = fmt.Errorf("health answered %d %s", resp.StatusCode, body)
+		}
+		if time.Now().After(deadline) {
+			logs := ""
+			if p != nil {
+				logs = tail(p.Logs(), 4000)
+			}
+			return errorf("prefect at %s not healthy within %s: %v; output:\n%s", s.URL, d, err, logs)
+		}
+		var exited <-chan struct{}
+		if p != nil {
+			exited = p.done
+		}
+		select {
+		case <-exited:
+			return errorf("prefect server exited (%v); output:\n%s", p.err, tail(p.Logs(), 4000))
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func (s *PrefectServer) readVersion() error {
+	var v string
+	if _, err := s.call(context.Background(), "GET", "/admin/version", nil, &v); err != nil {
+		return err
+	}
+	s.Version = v
+	return nil
+}
+
+// Call sends one request to Prefect's API (path relative to the API root,
+// e.g. "/flows/") with body as JSON, decodes a 2xx answer into out (if not
+// nil) and returns the status. A non-2xx answer is an error quoting the body.
+func (s *PrefectServer) Call(ctx context.Context, method, path string, body, out any) (int, error) {
+	return s.call(ctx, method, path, body, out)
+}
+
+func (s *PrefectServer) call(ctx context.Context, method, path string, body, out any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, err
+		}
+		rd = strings.NewReader(string(b))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, s.URL+path, rd)
+	if err != nil {
+		return 0, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	// Prefect's SQLite answers 503 while locked; retry like its own client.
+	var resp *http.Response
+	for attempt := 0; ; attempt++ {
+		if rd != nil && attempt > 0 {
+			b, _ := json.Marshal(body)
+			req.Body = io.NopCloser(strings.NewReader(string(b)))
+		}
+		resp, err = s.http.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable || attempt >= 5 {
+			break
+		}
+		resp.Body.Close()
+		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return resp.StatusCode, fmt.Errorf("prefect %s %s: %d %s", method, path, resp.StatusCode, tail(string(raw), 2000))
+	}
+	if out != nil && len(raw) > 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("prefect %s %s: decoding %q: %v", method, path, tail(string(raw), 500), err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+// Do is Call for tests: it fails the test on error.
+func (s *PrefectServer) Do(tb testing.TB, method, path string, body, out any) int {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := s.call(ctx, method, path, body, out)
+	must(tb, err, "prefect call")
+	return st
+}

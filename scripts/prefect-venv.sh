@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Create a virtualenv with a pinned Prefect server for tests and `make run`.
+#   scripts/prefect-venv.sh [VENV_DIR]      (PREFECT_VERSION, default 3.6.29)
+# Idempotent: an existing venv with the right version is left alone.
+# Per-version pins live in scripts/constraints/prefect-<version>.txt.
+set -euo pipefail
+
+version="${PREFECT_VERSION:-3.6.29}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+venv="${1:-${PREFECT_VENV:-$root/.venv/prefect-$version}}"
+constraints="$here/constraints/prefect-$version.txt"
+
+if [ -f "$venv/.installed" ] && "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('prefect') != '$version')" 2>/dev/null; then
+  exit 0
+fi
+
+python="${PYTHON:-}"
+if [ -z "$python" ]; then
+  for p in python3.12 python3.11 python3.13 python3.10 python3; do
+    if command -v "$p" >/dev/null 2>&1; then python="$(command -v "$p")"; break; fi
+  done
+fi
+if [ -z "$python" ]; then
+  echo "prefect-venv: no python3 found; run scripts/deps.sh (or apt-get install -y python3 python3-venv)" >&2
+  exit 1
+fi
+if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
+  echo "prefect-venv: $python lacks venv/ensurepip; run scripts/deps.sh (apt-get install -y python3-venv)" >&2
+  exit 1
+fi
+
+echo "prefect-venv: installing prefect==$version into $venv (one time, a minute or two)" >&2
+# Install in place; the marker file is written last, so an interrupted install
+# is redone from scratch next time.
+rm -rf "$venv"
+mkdir -p "$(dirname "$venv")"
+"$python" -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
+args=(--quiet --disable-pip-version-check "prefect==$version")
+if [ -f "$constraints" ]; then
+  args+=(-c "$constraints")
+fi
+"$venv/bin/python" -m pip install "${args[@]}" >&2
+"$venv/bin/prefect" version >&2
+touch "$venv/.installed"
