@@ -112,10 +112,18 @@ func readBodyFields(c *gin.Context) (*bodyFields, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	if err := dec.Decode(&v); err != nil || dec.More() {
-		pos := 0
+		// loc carries the character position of the error, as Python's
+		// JSONDecodeError.pos does.
+		pos := len(data)
 		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			pos = int(se.Offset)
+		switch {
+		case errors.As(err, &se):
+			pos = max(int(se.Offset)-1, 0)
+		case err == nil:
+			pos = int(dec.InputOffset())
+			for pos < len(data) && (data[pos] == ' ' || data[pos] == '\t' || data[pos] == '\n' || data[pos] == '\r') {
+				pos++
+			}
 		}
 		return nil, apperr.Validation(apperr.Field("json_invalid", "JSON decode error", "body", pos))
 	}
