@@ -44,7 +44,7 @@ func TestGetDeployment(t *testing.T) {
 	}{
 		{
 			name: "scheduled deployment", id: depUUID,
-			prefect: jsonHandler(200, prefectDeployment(depUUID, "dep", []map[string]any{cronSchedule("0 1 * * *", true)})),
+			prefect:    jsonHandler(200, prefectDeployment(depUUID, "dep", []map[string]any{cronSchedule("0 1 * * *", true)})),
 			wantStatus: 200,
 			wantBody: `{"name":"dep","deploymentId":"` + depUUID + `","tags":["org"],"cron":"0 1 * * *","isScheduleActive":true,` +
 				`"parameters":{"config":{"tasks":[],"org_slug":"org"}},"entrypoint":"proxy/prefect_flows_runner.py:deployment_schedule_flow_v5"}`,
@@ -321,7 +321,11 @@ func TestFilterWorkers(t *testing.T) {
 					return
 				}
 				var req struct {
-					Workers struct{ Status struct{ Any []string `json:"any_"` } }
+					Workers struct {
+						Status struct {
+							Any []string `json:"any_"`
+						}
+					}
 					Limit, Offset int
 				}
 				_ = json.NewDecoder(r.Body).Decode(&req)
