@@ -85,6 +85,9 @@ type ServerConfig struct {
 	Concurrency     int
 	ShutdownTimeout time.Duration
 	Log             logrus.FieldLogger
+	// RetryDelay picks the delay before a failed task's next attempt; nil
+	// means asynq's default. internal/worker dispatches it by task type.
+	RetryDelay asynq.RetryDelayFunc
 }
 
 // NewServer builds the asynq server that executes jobs.
@@ -99,8 +102,12 @@ func NewServer(opt asynq.RedisConnOpt, cfg ServerConfig) *asynq.Server {
 		// asynq polls an empty queue every TaskCheckInterval; the default 1 s
 		// would add up to a second to every synchronous write.
 		TaskCheckInterval: 20 * time.Millisecond,
-		Logger:            asynqLogger{cfg.Log},
-		LogLevel:          asynq.WarnLevel,
+		// Retries wait in asynq's retry set until the forwarder moves them
+		// back (every 5 s by default); the first retry is due within a second.
+		DelayedTaskCheckInterval: 250 * time.Millisecond,
+		RetryDelayFunc:           cfg.RetryDelay,
+		Logger:                   asynqLogger{cfg.Log},
+		LogLevel:                 asynq.WarnLevel,
 	})
 }
 

@@ -1,0 +1,399 @@
+package jobs
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
+)
+
+// DoneChannel is the Redis pub/sub channel a worker publishes a job id on
+// when the job's answer is final. The api's waiters wake on it instead of
+// polling; only ids travel on it.
+const DoneChannel = "prefect-proxy:jobs:done"
+
+// idempotencyNS namespaces the deterministic job ids made from Idempotency-Key.
+var idempotencyNS = uuid.MustParse("6f1d3c2e-5b7a-4c1e-9a52-0d4b3f7e8a61")
+
+// ClientConfig configures the api side of jobs.
+type ClientConfig struct {
+	Key         []byte        // JOB_ENCRYPTION_KEY
+	Ops         []Op          // the write operations (their names and queues)
+	MaxAttempts int           // JOB_MAX_ATTEMPTS
+	Retention   time.Duration // JOB_RETENTION
+	// AttemptTimeout bounds one attempt of a job in a worker (asynq's task
+	// timeout). Default 5 minutes.
+	AttemptTimeout time.Duration
+	// PollInterval is the fallback re-check while waiting, in case a wake-up
+	// is lost (pub/sub is fire-and-forget). Default 1 s.
+	PollInterval time.Duration
+	Log          logrus.FieldLogger
+}
+
+// Client enqueues jobs and reads their state. One per api process.
+type Client struct {
+	cfg    ClientConfig
+	rdb    redis.UniversalClient
+	aq     *asynq.Client
+	insp   *asynq.Inspector
+	sealer *Sealer
+	ops    map[string]Op
+	queues []string // queues holding write jobs, for GET /jobs/{id}
+	hub    *hub
+}
+
+// ErrNotFound is an unknown or expired job.
+var ErrNotFound = errors.New("jobs: no such job")
+
+// NewClient connects to Redis and subscribes to DoneChannel. rdb is owned by
+// the caller (closed after Close).
+func NewClient(ctx context.Context, rdb redis.UniversalClient, cfg ClientConfig) (*Client, error) {
+	sealer, err := NewSealer(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 10
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = 24 * time.Hour
+	}
+	if cfg.AttemptTimeout <= 0 {
+		cfg.AttemptTimeout = 5 * time.Minute
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	if cfg.Log == nil {
+		l := logrus.New()
+		l.SetOutput(nopWriter{})
+		cfg.Log = l
+	}
+	c := &Client{
+		cfg:    cfg,
+		rdb:    rdb,
+		aq:     asynq.NewClientFromRedisClient(rdb),
+		insp:   asynq.NewInspectorFromRedisClient(rdb),
+		sealer: sealer,
+		ops:    map[string]Op{},
+	}
+	seen := map[string]bool{}
+	for _, op := range cfg.Ops {
+		c.ops[op.Name] = op
+		if !seen[op.Queue] {
+			seen[op.Queue] = true
+			c.queues = append(c.queues, op.Queue)
+		}
+	}
+	// Critical first: run/cancel flow-run jobs are the ones most polled.
+	sort.Slice(c.queues, func(i, j int) bool { return QueueWeights()[c.queues[i]] > QueueWeights()[c.queues[j]] })
+	c.hub, err = startHub(ctx, rdb, cfg.Log)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Close stops the subscription. The Redis client stays open.
+func (c *Client) Close() {
+	c.hub.close()
+	_ = c.aq.Close()
+}
+
+// Op returns the named operation.
+func (c *Client) Op(name string) (Op, bool) {
+	op, ok := c.ops[name]
+	return op, ok
+}
+
+// EnqueueOptions are per-request options.
+type EnqueueOptions struct {
+	// IdempotencyKey, when set, makes the job id deterministic: a repeat with
+	// the same key (and the same payload) returns the same job.
+	IdempotencyKey string
+}
+
+// Enqueued identifies a job.
+type Enqueued struct {
+	ID    string
+	Queue string
+	// Existing is true when an Idempotency-Key matched an earlier job.
+	Existing bool
+}
+
+// Enqueue seals payload and queues a job for op. A repeated Idempotency-Key
+// with a different payload is a 422.
+func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOptions) (Enqueued, error) {
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		return Enqueued{}, apperr.Wrap(apperr.Internal, err, "internal error")
+	}
+	sum := sha256.Sum256(append([]byte(op.Name+"\x00"), raw...))
+	env := envelope{Payload: raw, Fingerprint: hex.EncodeToString(sum[:]), CreatedAt: time.Now().UTC()}
+	plain, err := json.Marshal(env)
+	if err != nil {
+		return Enqueued{}, apperr.Wrap(apperr.Internal, err, "internal error")
+	}
+	id := uuid.NewString()
+	if opts.IdempotencyKey != "" {
+		id = uuid.NewSHA1(idempotencyNS, []byte(op.Name+"\x00"+opts.IdempotencyKey)).String()
+	}
+	task := asynq.NewTask(op.Name, c.sealer.Seal(plain, payloadAAD(op.Name, id)),
+		asynq.TaskID(id),
+		asynq.Queue(op.Queue),
+		asynq.MaxRetry(c.cfg.MaxAttempts-1),
+		asynq.Retention(c.cfg.Retention),
+		asynq.Timeout(c.cfg.AttemptTimeout),
+	)
+	for try := 0; ; try++ {
+		_, err = c.aq.EnqueueContext(ctx, task)
+		if err == nil {
+			return Enqueued{ID: id, Queue: op.Queue}, nil
+		}
+		if !errors.Is(err, asynq.ErrTaskIDConflict) || opts.IdempotencyKey == "" || try > 0 {
+			return Enqueued{}, apperr.Wrap(apperr.Unavailable, err, "the job queue (Redis) is unavailable")
+		}
+		info, err := c.insp.GetTaskInfo(op.Queue, id)
+		if err != nil {
+			if errors.Is(err, asynq.ErrTaskNotFound) {
+				continue // expired between the two calls
+			}
+			return Enqueued{}, apperr.Wrap(apperr.Unavailable, err, "the job queue (Redis) is unavailable")
+		}
+		prev, err := c.openEnvelope(info)
+		if err != nil || prev.Fingerprint != env.Fingerprint {
+			return Enqueued{}, apperr.Validation(apperr.Field("idempotency_key_reused",
+				"Idempotency-Key was already used for a different request", "header", "Idempotency-Key"))
+		}
+		if c.expired(info) {
+			// A failed job stays in asynq's archive (for /monitoring/) longer
+			// than JOB_RETENTION; past it, the key is free again.
+			if err := c.insp.DeleteTask(op.Queue, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+				return Enqueued{}, apperr.Wrap(apperr.Unavailable, err, "the job queue (Redis) is unavailable")
+			}
+			continue
+		}
+		return Enqueued{ID: id, Queue: op.Queue, Existing: true}, nil
+	}
+}
+
+// Get reads a job. ErrNotFound when unknown or expired.
+func (c *Client) Get(ctx context.Context, id string) (*Job, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return nil, ErrNotFound
+	}
+	for _, q := range c.queues {
+		j, err := c.get(q, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		return j, err
+	}
+	return nil, ErrNotFound
+}
+
+func (c *Client) get(queue, id string) (*Job, error) {
+	info, err := c.insp.GetTaskInfo(queue, id)
+	if err != nil {
+		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+			return nil, ErrNotFound
+		}
+		return nil, apperr.Wrap(apperr.Unavailable, err, "the job queue (Redis) is unavailable")
+	}
+	if _, ok := c.ops[info.Type]; !ok || c.expired(info) {
+		return nil, ErrNotFound
+	}
+	return c.jobOf(info)
+}
+
+// expired: asynq deletes completed tasks after Retention itself; archived
+// (failed) ones it keeps much longer, so the api hides them past retention.
+func (c *Client) expired(info *asynq.TaskInfo) bool {
+	return info.State == asynq.TaskStateArchived && !info.LastFailedAt.IsZero() &&
+		time.Since(info.LastFailedAt) > c.cfg.Retention
+}
+
+func (c *Client) openEnvelope(info *asynq.TaskInfo) (envelope, error) {
+	var env envelope
+	plain, err := c.sealer.Open(info.Payload, payloadAAD(info.Type, info.ID))
+	if err != nil {
+		return env, err
+	}
+	err = json.Unmarshal(plain, &env)
+	return env, err
+}
+
+func (c *Client) jobOf(info *asynq.TaskInfo) (*Job, error) {
+	j := &Job{ID: info.ID, Type: info.Type, Queue: info.Queue}
+	if env, err := c.openEnvelope(info); err == nil {
+		j.CreatedAt = env.CreatedAt
+	}
+	var out *outcome
+	if len(info.Result) > 0 {
+		plain, err := c.sealer.Open(info.Result, resultAAD(info.ID))
+		if err == nil {
+			out = &outcome{}
+			if json.Unmarshal(plain, out) != nil {
+				out = nil
+			}
+		}
+	}
+	switch info.State {
+	case asynq.TaskStateActive:
+		j.State, j.Attempts = StateRunning, info.Retried+1
+	case asynq.TaskStateRetry:
+		j.State, j.Attempts = StateRetrying, info.Retried
+	case asynq.TaskStatePending, asynq.TaskStateScheduled:
+		j.State, j.Attempts = StateQueued, info.Retried
+		if info.Retried > 0 {
+			j.State = StateRetrying
+		}
+	case asynq.TaskStateCompleted:
+		j.State, j.Attempts = StateSucceeded, info.Retried+1
+		j.CompletedAt = info.CompletedAt
+	case asynq.TaskStateArchived:
+		j.State, j.Attempts = StateFailed, info.Retried+1
+		j.CompletedAt = info.LastFailedAt
+	default:
+		j.State = StateQueued
+	}
+	if out != nil {
+		j.Status, j.Body = out.Status, out.Body
+		if out.Final {
+			// The worker writes the answer before asynq moves the task out of
+			// "active"; the answer is what counts.
+			j.Attempts = out.Attempt
+			j.CompletedAt = out.At
+			j.State = StateFailed
+			if out.Status == http.StatusOK {
+				j.State = StateSucceeded
+			}
+		}
+	}
+	if j.State == StateFailed && j.Status == 0 {
+		// Archived without an answer: the attempt was cut off (deadline,
+		// lease lost) or the payload could not be opened.
+		j.Status = http.StatusGatewayTimeout
+		j.Body, _ = json.Marshal(map[string]any{"detail": "the job did not complete: " + info.LastErr})
+	}
+	return j, nil
+}
+
+// Wait waits up to d for the job to be done and returns its latest state
+// (Done() false when d ran out). It wakes on the worker's publication and
+// re-checks every PollInterval in case a message was lost.
+func (c *Client) Wait(ctx context.Context, e Enqueued, d time.Duration) (*Job, error) {
+	ch := c.hub.subscribe(e.ID)
+	defer c.hub.unsubscribe(e.ID, ch)
+	var timeout <-chan time.Time
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
+	poll := time.NewTicker(c.cfg.PollInterval)
+	defer poll.Stop()
+	for {
+		var j *Job
+		var err error
+		if e.Queue != "" {
+			j, err = c.get(e.Queue, e.ID)
+		} else {
+			j, err = c.Get(ctx, e.ID)
+		}
+		if err != nil || j.Done() || d <= 0 {
+			return j, err
+		}
+		select {
+		case <-ctx.Done():
+			return j, nil
+		case <-timeout:
+			return j, nil
+		case <-ch:
+		case <-poll.C:
+		}
+	}
+}
+
+func payloadAAD(typ, id string) []byte { return []byte("payload\x00" + typ + "\x00" + id) }
+func resultAAD(id string) []byte       { return []byte("result\x00" + id) }
+
+// hub fans DoneChannel messages out to waiters: one subscription per process.
+type hub struct {
+	ps      *redis.PubSub
+	mu      sync.Mutex
+	waiters map[string]map[chan struct{}]struct{}
+	done    chan struct{}
+}
+
+func startHub(ctx context.Context, rdb redis.UniversalClient, log logrus.FieldLogger) (*hub, error) {
+	ps := rdb.Subscribe(ctx, DoneChannel)
+	// Wait for the confirmation, so a job finishing right after the first
+	// Enqueue is not missed.
+	if _, err := ps.Receive(ctx); err != nil {
+		_ = ps.Close()
+		return nil, fmt.Errorf("jobs: subscribe %s: %w", DoneChannel, err)
+	}
+	h := &hub{ps: ps, waiters: map[string]map[chan struct{}]struct{}{}, done: make(chan struct{})}
+	go func() {
+		defer close(h.done)
+		for msg := range ps.Channel() {
+			h.mu.Lock()
+			for ch := range h.waiters[msg.Payload] {
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+			h.mu.Unlock()
+		}
+		log.Debug("jobs: done-channel subscription closed")
+	}()
+	return h, nil
+}
+
+func (h *hub) subscribe(id string) chan struct{} {
+	ch := make(chan struct{}, 1)
+	h.mu.Lock()
+	m := h.waiters[id]
+	if m == nil {
+		m = map[chan struct{}]struct{}{}
+		h.waiters[id] = m
+	}
+	m[ch] = struct{}{}
+	h.mu.Unlock()
+	return ch
+}
+
+func (h *hub) unsubscribe(id string, ch chan struct{}) {
+	h.mu.Lock()
+	if m := h.waiters[id]; m != nil {
+		delete(m, ch)
+		if len(m) == 0 {
+			delete(h.waiters, id)
+		}
+	}
+	h.mu.Unlock()
+}
+
+func (h *hub) close() {
+	_ = h.ps.Close()
+	<-h.done
+}
+
+type nopWriter struct{}
+
+func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }

@@ -1,0 +1,408 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+)
+
+func testKey() []byte { return bytes.Repeat([]byte{7}, 32) }
+
+// rig is miniredis, an api-side Client and a worker (asynq server + Runner).
+type rig struct {
+	mr     *miniredis.Miniredis
+	client *Client
+	reg    *prometheus.Registry
+}
+
+func newRig(t *testing.T, maxAttempts int, ops ...Op) *rig {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	opt, err := RedisOpt("redis://" + mr.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	rdb := opt.MakeRedisClient().(redis.UniversalClient)
+	t.Cleanup(func() { _ = rdb.Close() })
+	reg := prometheus.NewRegistry()
+	runner, err := NewRunner(RunnerConfig{Key: testKey(), Redis: rdb, Log: log, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := asynq.NewServeMux()
+	for _, op := range ops {
+		mux.Handle(op.Name, runner.Handler(op))
+	}
+	srv := NewServer(opt, ServerConfig{Concurrency: 4, Log: log, RetryDelay: RetryDelay, ShutdownTimeout: time.Second})
+	if err := srv.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	// A long fallback poll proves completion is noticed through pub/sub.
+	c, err := NewClient(context.Background(), rdb, ClientConfig{
+		Key: testKey(), Ops: ops, MaxAttempts: maxAttempts, Retention: time.Hour, PollInterval: time.Minute, Log: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return &rig{mr: mr, client: c, reg: reg}
+}
+
+func echoOp(name string, run func(ctx context.Context, p json.RawMessage, id string) (any, error)) Op {
+	return Op{Name: name, Queue: QueueDefault, Run: run}
+}
+
+func TestSealerRoundTripAndBinding(t *testing.T) {
+	t.Parallel()
+	s, err := NewSealer(testKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := s.Seal([]byte("hunter2"), []byte("a"))
+	if bytes.Contains(sealed, []byte("hunter2")) {
+		t.Fatal("plaintext visible in sealed blob")
+	}
+	if got, err := s.Open(sealed, []byte("a")); err != nil || string(got) != "hunter2" {
+		t.Fatalf("open: %q %v", got, err)
+	}
+	if _, err := s.Open(sealed, []byte("b")); !errors.Is(err, ErrUnseal) {
+		t.Fatalf("other aad opened: %v", err)
+	}
+	other, _ := NewSealer(bytes.Repeat([]byte{8}, 32))
+	if _, err := other.Open(sealed, []byte("a")); !errors.Is(err, ErrUnseal) {
+		t.Fatalf("other key opened: %v", err)
+	}
+	if _, err := NewSealer([]byte("short")); err == nil {
+		t.Fatal("short key accepted")
+	}
+}
+
+func TestJobSucceedsAndWakesWaiterThroughPubSub(t *testing.T) {
+	t.Parallel()
+	var gotID atomic.Value
+	op := echoOp("t:ok", func(_ context.Context, p json.RawMessage, id string) (any, error) {
+		gotID.Store(id)
+		var in map[string]string
+		_ = json.Unmarshal(p, &in)
+		return map[string]any{"echo": in["x"]}, nil
+	})
+	r := newRig(t, 3, op)
+	ctx := context.Background()
+	e, err := r.client.Enqueue(ctx, op, map[string]string{"x": "y"}, EnqueueOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	j, err := r.client.Wait(ctx, e, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !j.Done() || j.State != StateSucceeded || j.Status != 200 || string(j.Body) != `{"echo":"y"}` {
+		t.Fatalf("job %+v body %s", j, j.Body)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("waited %s: the pub/sub wake-up did not work (fallback poll is 1 min)", el)
+	}
+	if gotID.Load() != e.ID || j.Attempts != 1 || j.CompletedAt.IsZero() || j.CreatedAt.IsZero() {
+		t.Fatalf("run saw id %v, job %+v", gotID.Load(), j)
+	}
+	v := j.View()
+	b, _ := json.Marshal(v)
+	if !strings.Contains(string(b), `"state":"succeeded"`) || !strings.Contains(string(b), `"result":{"echo":"y"}`) ||
+		!strings.Contains(string(b), `"error":null`) {
+		t.Fatalf("view %s", b)
+	}
+	// Get finds it without knowing the queue.
+	if g, err := r.client.Get(ctx, e.ID); err != nil || g.State != StateSucceeded {
+		t.Fatalf("get: %+v %v", g, err)
+	}
+	if _, err := r.client.Get(ctx, "00000000-0000-0000-0000-000000000000"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown id: %v", err)
+	}
+	if _, err := r.client.Get(ctx, "not-a-uuid"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("bad id: %v", err)
+	}
+}
+
+func TestRetryOn503ThenSuccess(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	op := echoOp("t:flaky", func(context.Context, json.RawMessage, string) (any, error) {
+		if calls.Add(1) == 1 {
+			return nil, &prefect.APIError{Method: "POST", Path: "/x", Status: http.StatusServiceUnavailable}
+		}
+		return map[string]int{"success": 1}, nil
+	})
+	r := newRig(t, 5, op)
+	ctx := context.Background()
+	e, err := r.client.Enqueue(ctx, op, nil, EnqueueOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	j, err := r.client.Wait(ctx, e, 15*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.State != StateSucceeded || j.Attempts != 2 || string(j.Body) != `{"success":1}` {
+		t.Fatalf("job %+v %s", j, j.Body)
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("first retry took %s; want within about a second", el)
+	}
+	if n := counterValue(t, r.reg, "proxy_jobs_processed_total", map[string]string{"type": "t:flaky", "outcome": "retrying"}); n != 1 {
+		t.Fatalf("retrying attempts metric %v", n)
+	}
+}
+
+func TestClientErrorFailsAtOnceAndIsReplayed(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	op := echoOp("t:bad", func(context.Context, json.RawMessage, string) (any, error) {
+		calls.Add(1)
+		return nil, apperr.Wrap(apperr.BadRequest, &prefect.APIError{Status: 409}, "failed to create deployment")
+	})
+	r := newRig(t, 10, op)
+	ctx := context.Background()
+	e, err := r.client.Enqueue(ctx, op, nil, EnqueueOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := r.client.Wait(ctx, e, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.State != StateFailed || j.Status != 400 || string(j.Body) != `{"detail":"failed to create deployment"}` || j.Attempts != 1 {
+		t.Fatalf("job %+v %s", j, j.Body)
+	}
+	// asynq archives it with no retries burned (wait for it to leave "active").
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		info, err := r.client.insp.GetTaskInfo(QueueDefault, e.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State == asynq.TaskStateArchived {
+			if info.Retried != 0 || calls.Load() != 1 {
+				t.Fatalf("retried %d, calls %d", info.Retried, calls.Load())
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state %v, want archived", info.State)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if g, _ := r.client.Get(ctx, e.ID); g.View().Error == nil || g.View().Error.Status != 400 {
+		t.Fatalf("view error: %+v", g.View())
+	}
+}
+
+func TestAttemptsExhaustedReplaysUpstreamAnswer(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	op := echoOp("t:down", func(context.Context, json.RawMessage, string) (any, error) {
+		calls.Add(1)
+		return nil, &prefect.APIError{Method: "POST", Path: "/x", Status: http.StatusBadGateway}
+	})
+	r := newRig(t, 2, op)
+	ctx := context.Background()
+	e, err := r.client.Enqueue(ctx, op, nil, EnqueueOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := r.client.Wait(ctx, e, 15*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.State != StateFailed || j.Status != 502 || j.Attempts != 2 || calls.Load() != 2 {
+		t.Fatalf("job %+v %s calls %d", j, j.Body, calls.Load())
+	}
+}
+
+func TestWaitRunsOutWhileJobGoesOn(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	op := echoOp("t:slow", func(ctx context.Context, _ json.RawMessage, _ string) (any, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return "done", nil
+	})
+	r := newRig(t, 3, op)
+	ctx := context.Background()
+	e, err := r.client.Enqueue(ctx, op, nil, EnqueueOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := r.client.Wait(ctx, e, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Done() || (j.State != StateRunning && j.State != StateQueued) {
+		t.Fatalf("job %+v", j)
+	}
+	close(release)
+	j, err = r.client.Wait(ctx, e, 10*time.Second)
+	if err != nil || j.State != StateSucceeded || string(j.Body) != `"done"` {
+		t.Fatalf("job %+v %v", j, err)
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	op := echoOp("t:idem", func(context.Context, json.RawMessage, string) (any, error) {
+		return map[string]int32{"n": calls.Add(1)}, nil
+	})
+	r := newRig(t, 3, op)
+	ctx := context.Background()
+	key := EnqueueOptions{IdempotencyKey: "abc-123"}
+	e1, err := r.client.Enqueue(ctx, op, map[string]int{"a": 1}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j1, _ := r.client.Wait(ctx, e1, 10*time.Second)
+	e2, err := r.client.Enqueue(ctx, op, map[string]int{"a": 1}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e2.ID != e1.ID || !e2.Existing {
+		t.Fatalf("repeat gave %+v, first %+v", e2, e1)
+	}
+	j2, _ := r.client.Wait(ctx, e2, 10*time.Second)
+	if string(j1.Body) != `{"n":1}` || string(j2.Body) != `{"n":1}` || calls.Load() != 1 {
+		t.Fatalf("bodies %s %s calls %d", j1.Body, j2.Body, calls.Load())
+	}
+	_, err = r.client.Enqueue(ctx, op, map[string]int{"a": 2}, key)
+	if apperr.CodeOf(err) != apperr.Invalid {
+		t.Fatalf("different body: %v", err)
+	}
+	e3, err := r.client.Enqueue(ctx, op, map[string]int{"a": 2}, EnqueueOptions{IdempotencyKey: "other"})
+	if err != nil || e3.ID == e1.ID || e3.Existing {
+		t.Fatalf("other key: %+v %v", e3, err)
+	}
+}
+
+// TestSecretNeverReachesRedis runs a job whose payload and result carry a
+// secret, then scans every key and value in Redis for it.
+func TestSecretNeverReachesRedis(t *testing.T) {
+	t.Parallel()
+	const secret = "s3cr3t-Pa55w0rd-zyx"
+	var calls atomic.Int32
+	op := echoOp("block:secret:test", func(_ context.Context, p json.RawMessage, _ string) (any, error) {
+		if calls.Add(1) == 1 {
+			return nil, &prefect.APIError{Method: "POST", Path: "/block_documents/", Status: 503,
+				Body: `{"detail":"` + secret + `"}`}
+		}
+		var in map[string]string
+		_ = json.Unmarshal(p, &in)
+		return map[string]string{"echo": in["secret"]}, nil
+	})
+	r := newRig(t, 3, op)
+	ctx := context.Background()
+	e, err := r.client.Enqueue(ctx, op, map[string]string{"secret": secret}, EnqueueOptions{IdempotencyKey: "k1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := r.client.Wait(ctx, e, 15*time.Second)
+	if err != nil || j.State != StateSucceeded || !strings.Contains(string(j.Body), secret) {
+		t.Fatalf("job %+v %v", j, err)
+	}
+	time.Sleep(100 * time.Millisecond) // let asynq move it to "completed"
+	dump := dumpRedis(t, r.mr)
+	if strings.Contains(dump, secret) {
+		t.Fatal("the secret is stored in Redis in clear")
+	}
+	if !strings.Contains(dump, e.ID) {
+		t.Fatal("scan saw nothing of the job: the scan is broken")
+	}
+}
+
+// dumpRedis concatenates every key and value in miniredis.
+func dumpRedis(t *testing.T, mr *miniredis.Miniredis) string {
+	t.Helper()
+	var b strings.Builder
+	for _, k := range mr.Keys() {
+		b.WriteString(k + "\n")
+		switch mr.Type(k) {
+		case "string":
+			v, _ := mr.Get(k)
+			b.WriteString(v)
+		case "hash":
+			fs, _ := mr.HKeys(k)
+			for _, f := range fs {
+				b.WriteString(f + "=" + mr.HGet(k, f) + "\n")
+			}
+		case "list":
+			vs, _ := mr.List(k)
+			b.WriteString(strings.Join(vs, "\n"))
+		case "set":
+			vs, _ := mr.Members(k)
+			b.WriteString(strings.Join(vs, "\n"))
+		case "zset":
+			vs, _ := mr.ZMembers(k)
+			b.WriteString(strings.Join(vs, "\n"))
+		default:
+			t.Fatalf("key %s of type %s not scanned", k, mr.Type(k))
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func TestRetryDelayPolicy(t *testing.T) {
+	t.Parallel()
+	for n, want := range map[int]time.Duration{0: 500 * time.Millisecond, 1: time.Second, 3: 4 * time.Second, 7: time.Minute, 30: time.Minute} {
+		for i := 0; i < 50; i++ {
+			d := RetryDelay(n, nil, nil)
+			if d < want*8/10 || d > want*12/10 {
+				t.Fatalf("retry %d: %s not within ±20%% of %s", n, d, want)
+			}
+		}
+	}
+}
+
+// counterValue reads the counter of reg with exactly these labels.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if labels[lp.GetName()] != lp.GetValue() {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}

@@ -1,0 +1,228 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+)
+
+// RunnerConfig configures the worker side of jobs.
+type RunnerConfig struct {
+	Key   []byte                // JOB_ENCRYPTION_KEY
+	Redis redis.UniversalClient // for publishing on DoneChannel
+	// Failure maps an error that is not an *apperr.Error (an upstream fault
+	// after the last attempt) to the answer to replay; proxy.UpstreamErr.
+	// A nil result (or nil Failure) gives a 502.
+	Failure  func(error) *apperr.Error
+	Log      logrus.FieldLogger
+	Registry prometheus.Registerer // job metrics; nil: none
+}
+
+// Runner turns Ops into asynq handlers: it opens the sealed payload, runs the
+// op, seals its answer into the task's result, decides retry or fail, and
+// wakes the api's waiters.
+type Runner struct {
+	cfg     RunnerConfig
+	sealer  *Sealer
+	metrics *runnerMetrics
+}
+
+// NewRunner builds a Runner.
+func NewRunner(cfg RunnerConfig) (*Runner, error) {
+	s, err := NewSealer(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Log == nil {
+		l := logrus.New()
+		l.SetOutput(nopWriter{})
+		cfg.Log = l
+	}
+	r := &Runner{cfg: cfg, sealer: s}
+	if cfg.Registry != nil {
+		r.metrics = newRunnerMetrics(cfg.Registry)
+	}
+	return r, nil
+}
+
+// Handler is the asynq handler for op.
+func (r *Runner) Handler(op Op) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		return r.process(ctx, op, t)
+	})
+}
+
+func (r *Runner) process(ctx context.Context, op Op, t *asynq.Task) error {
+	id := t.ResultWriter().TaskID()
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	attempt := retried + 1
+	log := r.cfg.Log.WithFields(logrus.Fields{"job_id": id, "job_type": op.Name, "attempt": attempt})
+	start := time.Now()
+
+	plain, err := r.sealer.Open(t.Payload(), payloadAAD(t.Type(), id))
+	var env envelope
+	if err == nil {
+		err = json.Unmarshal(plain, &env)
+	}
+	if err != nil {
+		log.Error("job payload cannot be opened: is JOB_ENCRYPTION_KEY the same on api and workers?")
+		r.finish(ctx, t, id, outcome{Final: true, Status: http.StatusInternalServerError, Attempt: attempt,
+			Body: detailBody("the job's payload cannot be decrypted by the worker (JOB_ENCRYPTION_KEY mismatch)")})
+		r.observe(op.Name, "failed", start, true)
+		return fmt.Errorf("%s: payload cannot be opened: %w", op.Name, asynq.SkipRetry)
+	}
+
+	body, runErr := op.Run(ctx, env.Payload, id)
+	if runErr == nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			data = detailBody("internal error")
+			r.finish(ctx, t, id, outcome{Final: true, Status: http.StatusInternalServerError, Attempt: attempt, Body: data})
+			r.observe(op.Name, "failed", start, true)
+			return fmt.Errorf("%s: result not encodable: %w", op.Name, asynq.SkipRetry)
+		}
+		r.finish(ctx, t, id, outcome{Final: true, Status: http.StatusOK, Attempt: attempt, Body: data})
+		r.observe(op.Name, "succeeded", start, false)
+		return nil
+	}
+	if ctx.Err() != nil {
+		// Shutdown (asynq re-queues the task) or the attempt's deadline (asynq
+		// retries it): no answer is written, the job is not over.
+		r.observe(op.Name, "interrupted", start, false)
+		return fmt.Errorf("%s: attempt %d interrupted: %w", op.Name, attempt, ctx.Err())
+	}
+	retry := prefect.Retryable(runErr)
+	final := !retry || retried >= maxRetry
+	ae := r.answer(runErr)
+	data, _ := json.Marshal(ae.Body())
+	r.finish(ctx, t, id, outcome{Final: final, Status: ae.Status(), Attempt: attempt, Body: data})
+	// The text asynq stores (and /monitoring/ shows) is built here, not taken
+	// from runErr: Prefect's error bodies may echo a request with a secret.
+	msg := fmt.Sprintf("%s: attempt %d: %d %s", op.Name, attempt, ae.Status(), truncate(ae.Message, 200))
+	switch {
+	case !retry:
+		log.WithField("status", ae.Status()).Warn("job failed (not retryable)")
+		r.observe(op.Name, "failed", start, true)
+		return fmt.Errorf("%s: %w", msg, asynq.SkipRetry)
+	case final:
+		log.WithField("status", ae.Status()).Error("job failed: attempts exhausted")
+		r.observe(op.Name, "failed", start, true)
+		return errors.New(msg)
+	default:
+		log.WithField("status", ae.Status()).Info("job attempt failed; will retry")
+		r.observe(op.Name, "retrying", start, false)
+		return errors.New(msg)
+	}
+}
+
+// answer is the HTTP answer a failed job replays.
+func (r *Runner) answer(err error) *apperr.Error {
+	var ae *apperr.Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	if r.cfg.Failure != nil {
+		if ae := r.cfg.Failure(err); ae != nil {
+			return ae
+		}
+	}
+	return apperr.Wrap(apperr.Upstream, err, "the job failed")
+}
+
+// finish seals the outcome into the task's result and, when final, wakes the
+// api's waiters.
+func (r *Runner) finish(ctx context.Context, t *asynq.Task, id string, o outcome) {
+	o.At = time.Now().UTC()
+	plain, _ := json.Marshal(o)
+	if _, err := t.ResultWriter().Write(r.sealer.Seal(plain, resultAAD(id))); err != nil {
+		r.cfg.Log.WithError(err).WithField("job_id", id).Warn("cannot write job result")
+	}
+	if o.Final && r.cfg.Redis != nil {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if err := r.cfg.Redis.Publish(pctx, DoneChannel, id).Err(); err != nil {
+			r.cfg.Log.WithError(err).WithField("job_id", id).Warn("cannot publish job completion; waiters will poll")
+		}
+	}
+}
+
+func (r *Runner) observe(typ, outcome string, start time.Time, failed bool) {
+	if r.metrics == nil {
+		return
+	}
+	r.metrics.processed.WithLabelValues(typ, outcome).Inc()
+	r.metrics.duration.WithLabelValues(typ).Observe(time.Since(start).Seconds())
+	if failed {
+		r.metrics.failed.WithLabelValues(typ).Inc()
+	}
+}
+
+// Backoff policy of write jobs (DESIGN.md): first retry within a second,
+// doubling, capped at a minute, ±20 % jitter.
+const (
+	retryBase = 500 * time.Millisecond
+	retryMax  = time.Minute
+)
+
+// RetryDelay is the asynq RetryDelayFunc for write jobs; n is the number of
+// retries already made.
+func RetryDelay(n int, _ error, _ *asynq.Task) time.Duration {
+	d := retryMax
+	if n < 16 {
+		if x := retryBase << n; x < retryMax {
+			d = x
+		}
+	}
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+type runnerMetrics struct {
+	processed *prometheus.CounterVec
+	failed    *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+}
+
+func newRunnerMetrics(reg prometheus.Registerer) *runnerMetrics {
+	m := &runnerMetrics{
+		processed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxy_jobs_processed_total",
+			Help: "Job attempts by type and outcome (succeeded, retrying, failed, interrupted).",
+		}, []string{"type", "outcome"}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxy_jobs_failed_total",
+			Help: "Jobs that failed for good (not retryable, or attempts exhausted), by type.",
+		}, []string{"type"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "proxy_job_duration_seconds",
+			Help:    "Duration of one job attempt, by type.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"type"}),
+	}
+	reg.MustRegister(m.processed, m.failed, m.duration)
+	return m
+}
+
+func detailBody(msg string) json.RawMessage {
+	b, _ := json.Marshal(map[string]string{"detail": msg})
+	return b
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
