@@ -1,11 +1,11 @@
 package bench
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,7 +174,7 @@ func stateName(typ string) string {
 	return typ[:1] + toLower(typ[1:])
 }
 
-func toLower(s string) string { return string(bytes.ToLower([]byte(s))) }
+func toLower(s string) string { return strings.ToLower(s) }
 
 func mustUnmarshal(s string, v any) {
 	if err := json.Unmarshal([]byte(s), v); err != nil {
@@ -385,6 +385,7 @@ type filterBody struct {
 		ID *anyOf `json:"id"`
 	} `json:"deployments"`
 	FlowRuns struct {
+		Operator        string       `json:"operator"`
 		ID              *anyOf       `json:"id"`
 		DeploymentID    *anyOf       `json:"deployment_id"`
 		ParentTaskRunID *anyOf       `json:"parent_task_run_id"`
@@ -393,13 +394,57 @@ type filterBody struct {
 		StartTime       *timeFilter  `json:"start_time"`
 	} `json:"flow_runs"`
 	TaskRuns struct {
-		ID        *anyOf       `json:"id"`
-		FlowRunID *anyOf       `json:"flow_run_id"`
-		State     *stateFilter `json:"state"`
+		Operator    string       `json:"operator"`
+		ID          *anyOf       `json:"id"`
+		FlowRunID   *anyOf       `json:"flow_run_id"`
+		State       *stateFilter `json:"state"`
+		SubflowRuns *struct {
+			Exists bool `json:"exists_"`
+		} `json:"subflow_runs"`
 	} `json:"task_runs"`
 	Sort   string `json:"sort"`
 	Limit  *int   `json:"limit"`
 	Offset int    `json:"offset"`
+}
+
+// cond is one set sub-filter's verdict; unset sub-filters are left out, as
+// Prefect leaves them out of its and_/or_ clause.
+type cond struct {
+	set, ok bool
+}
+
+// combine applies Prefect's operator ("and_" by default) to the set conditions.
+func combine(op string, cs ...cond) bool {
+	anyOK, all, n := false, true, 0
+	for _, c := range cs {
+		if !c.set {
+			continue
+		}
+		n++
+		anyOK = anyOK || c.ok
+		all = all && c.ok
+	}
+	if n == 0 {
+		return true
+	}
+	if op == "or_" {
+		return anyOK
+	}
+	return all
+}
+
+func (s *stateFilter) cond(typ, name string) cond {
+	if s == nil {
+		return cond{}
+	}
+	return cond{true, s.Type.match(typ) && s.Name.match(name)}
+}
+
+func (a *anyOf) cond(v string) cond {
+	if a == nil {
+		return cond{}
+	}
+	return cond{true, v != "" && a.match(v)}
 }
 
 func decodeFilter(w http.ResponseWriter, r *http.Request) (filterBody, bool) {
@@ -426,13 +471,16 @@ func (f *Fake) matchRuns(fb filterBody) []*flowRun {
 			dep = f.World.DeploymentID
 		}
 		fr := fb.FlowRuns
-		if fb.Deployments.ID != nil && (dep == "" || !fb.Deployments.ID.match(dep)) ||
-			fr.DeploymentID != nil && (dep == "" || !fr.DeploymentID.match(dep)) ||
-			!fr.ID.match(run.id) ||
-			fr.ParentTaskRunID != nil && (run.parentTaskRunID == "" || !fr.ParentTaskRunID.match(run.parentTaskRunID)) ||
-			fr.ParentFlowRunID != nil && (run.parentRunID == "" || !fr.ParentFlowRunID.match(run.parentRunID)) ||
-			fr.State != nil && (!fr.State.Type.match(run.stateType) || !fr.State.Name.match(stateName(run.stateType))) ||
-			!fr.StartTime.match(run.start) {
+		if fb.Deployments.ID != nil && !fb.Deployments.ID.cond(dep).ok {
+			continue
+		}
+		var start cond
+		if fr.StartTime != nil {
+			start = cond{true, fr.StartTime.match(run.start)}
+		}
+		if !combine(fr.Operator, fr.DeploymentID.cond(dep), fr.ID.cond(run.id),
+			fr.ParentTaskRunID.cond(run.parentTaskRunID), fr.ParentFlowRunID.cond(run.parentRunID),
+			fr.State.cond(run.stateType, stateName(run.stateType)), start) {
 			continue
 		}
 		out = append(out, run)
@@ -488,8 +536,15 @@ func (f *Fake) taskRunFilter(w http.ResponseWriter, r *http.Request) {
 	for _, id := range f.World.taskOrder {
 		t := f.World.tasks[id]
 		tr := fb.TaskRuns
-		if !fb.FlowRuns.ID.match(t.flowRunID) || !tr.FlowRunID.match(t.flowRunID) || !tr.ID.match(t.id) ||
-			tr.State != nil && (!tr.State.Type.match(t.stateType) || !tr.State.Name.match(t.stateName)) {
+		if fb.FlowRuns.ID != nil && !fb.FlowRuns.ID.cond(t.flowRunID).ok {
+			continue
+		}
+		var subflow cond
+		if tr.SubflowRuns != nil {
+			subflow = cond{true, (t.child != "") == tr.SubflowRuns.Exists}
+		}
+		if !combine(tr.Operator, tr.ID.cond(t.id), tr.FlowRunID.cond(t.flowRunID),
+			tr.State.cond(t.stateType, t.stateName), subflow) {
 			continue
 		}
 		match = append(match, t)

@@ -89,6 +89,11 @@ func TestFakeAnswersLikePrefect(t *testing.T) {
 		{"limit over 200 is refused", "/flow_runs/filter", `{"limit":201}`, 422, 0},
 		{"task runs of one flow run", "/task_runs/filter",
 			`{"flow_runs":{"id":{"any_":["` + top + `"]}}}`, 200, 3},
+		{"or_ of subflow parents and DBT_TEST_FAILED", "/task_runs/filter",
+			`{"flow_runs":{"id":{"any_":["` + top + `"]}},"task_runs":{"operator":"or_","subflow_runs":{"exists_":true},` +
+				`"state":{"name":{"any_":["DBT_TEST_FAILED"]}}}}`, 200, 1},
+		{"and_ of subflow parents and DBT_TEST_FAILED", "/task_runs/filter",
+			`{"task_runs":{"subflow_runs":{"exists_":true},"state":{"name":{"any_":["DBT_TEST_FAILED"]}}}}`, 200, 0},
 		{"task runs by flow_run_id", "/task_runs/filter",
 			`{"task_runs":{"flow_run_id":{"any_":["` + top + `"]}}}`, 200, 3},
 	}

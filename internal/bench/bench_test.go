@@ -1,0 +1,293 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+)
+
+// Benchmarks of the read path. They print numbers (b.ReportMetric) and assert
+// only correctness (status 200, the same answer as the baseline), never time.
+//
+//	go test -run '^$' -bench 'Poll' -benchtime 4000x ./internal/bench/
+//	go test -run '^$' -bench 'History' -benchtime 10x ./internal/bench/
+//
+// Environment:
+//	BENCH_PREFECT_URL         a real Prefect API root (e.g. http://127.0.0.1:4299/api):
+//	                          adds upstream=prefect cases; seeds a world there once per run
+//	BENCH_PREFECT_DEPLOYMENT  reuse a deployment seeded earlier instead of seeding again
+//	BENCH_LATENCY             per-call latency of the slow fake for History (default 3ms)
+
+const (
+	historyRuns = 50
+	tasksPerRun = 3
+)
+
+// upstream is a Prefect the proxy and the baseline talk to.
+type upstream struct {
+	name       string
+	api        string // Prefect API root
+	deployment string // holds historyRuns runs as NewWorld/Seed build them
+	runID      string // a run to poll
+	fake       *Fake  // nil for a real Prefect
+}
+
+func fakeUpstream(b *testing.B, name string, latency time.Duration) upstream {
+	w := NewWorld(historyRuns, tasksPerRun)
+	f := NewFake(w, latency)
+	srv := httptest.NewServer(f)
+	b.Cleanup(srv.Close)
+	return upstream{name: name, api: srv.URL + "/api", deployment: w.DeploymentID, runID: w.Runs[0], fake: f}
+}
+
+var (
+	realOnce sync.Once
+	real     upstream
+	realErr  error
+)
+
+// realUpstream seeds (once per test binary) the history world on the Prefect
+// named by BENCH_PREFECT_URL; ok is false when it is unset.
+func realUpstream(b *testing.B) (upstream, bool) {
+	api := os.Getenv("BENCH_PREFECT_URL")
+	if api == "" {
+		return upstream{}, false
+	}
+	realOnce.Do(func() {
+		real = upstream{name: "prefect", api: api, deployment: os.Getenv("BENCH_PREFECT_DEPLOYMENT")}
+		pc := newClient(api)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if real.deployment == "" {
+			name := "bench-history-" + uuid.NewString()[:8]
+			start := time.Now()
+			s, err := Seed(ctx, pc, name, historyRuns, tasksPerRun)
+			if err != nil {
+				realErr = fmt.Errorf("seeding %s: %w", api, err)
+				return
+			}
+			real.deployment = s.DeploymentID
+			fmt.Fprintf(os.Stderr, "bench: seeded %s (deployment %s) in %v; reuse with BENCH_PREFECT_DEPLOYMENT=%s\n",
+				name, s.DeploymentID, time.Since(start).Round(time.Millisecond), s.DeploymentID)
+		}
+		runs, _, err := OneByOneHistory(ctx, pc, real.deployment, 1)
+		if err != nil || len(runs) == 0 {
+			realErr = fmt.Errorf("no run in deployment %s: %v", real.deployment, err)
+			return
+		}
+		real.runID = runs[0].ID
+	})
+	if realErr != nil {
+		b.Fatal(realErr)
+	}
+	return real, true
+}
+
+func newClient(api string) *prefect.Client {
+	u, err := url.Parse(api)
+	if err != nil {
+		panic(err)
+	}
+	return prefect.New(prefect.Config{BaseURL: u})
+}
+
+func startProxy(b *testing.B, api string) *Proxy {
+	p, err := StartProxy(api, io.Discard)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+// BenchmarkPoll compares GET /proxy/flow_runs/{id}/poll through the proxy
+// with GET /flow_runs/{id} sent directly to the same upstream, at 1, 16 and
+// 64 closed-loop clients. Each sub-benchmark sends b.N requests each way,
+// alternating direct and proxy in 4 rounds so that a burst of load from
+// elsewhere on the machine hits both sides alike. ns/op is the proxy's mean
+// latency; read the -ms and req/s metrics.
+func BenchmarkPoll(b *testing.B) {
+	ups := []upstream{fakeUpstream(b, "fast-fake", 0)}
+	if r, ok := realUpstream(b); ok {
+		ups = append(ups, r)
+	}
+	hc := NewClient()
+	for _, up := range ups {
+		p := startProxy(b, up.api)
+		direct := Getter(hc, up.api+"/flow_runs/"+up.runID, nil)
+		viaProxy := Getter(hc, p.URL+"/proxy/flow_runs/"+up.runID+"/poll", nil)
+		checkSameJSON(b, hc, up.api+"/flow_runs/"+up.runID, p.URL+"/proxy/flow_runs/"+up.runID+"/poll")
+		for _, clients := range []int{1, 16, 64} {
+			b.Run(fmt.Sprintf("upstream=%s/clients=%d", up.name, clients), func(b *testing.B) {
+				ctx := context.Background()
+				// Warm up: open every keep-alive connection on both hops.
+				for _, do := range []func(context.Context) error{direct, viaProxy} {
+					if r := Run(ctx, clients, 4*clients+100, do); r.Errors > 0 {
+						b.Fatalf("warm-up: %v", r.FirstErr)
+					}
+				}
+				const rounds = 4
+				per := max(b.N/rounds, 1)
+				var d, pr []Result
+				b.ResetTimer()
+				for i := 0; i < rounds; i++ {
+					d = append(d, Run(ctx, clients, per, direct))
+					pr = append(pr, Run(ctx, clients, per, viaProxy))
+				}
+				b.StopTimer()
+				D, P := Merge(d...), Merge(pr...)
+				if D.Errors+P.Errors > 0 {
+					b.Fatalf("errors: direct %d (%v), proxy %d (%v)", D.Errors, D.FirstErr, P.Errors, P.FirstErr)
+				}
+				b.ReportMetric(float64(P.Elapsed.Nanoseconds())*float64(clients)/float64(P.Requests), "ns/op")
+				b.ReportMetric(ms(D.P50()), "direct-p50-ms")
+				b.ReportMetric(ms(P.P50()), "proxy-p50-ms")
+				b.ReportMetric(ms(P.P50()-D.P50()), "overhead-p50-ms")
+				b.ReportMetric(ms(D.P99()), "direct-p99-ms")
+				b.ReportMetric(ms(P.P99()), "proxy-p99-ms")
+				b.ReportMetric(ms(P.P99()-D.P99()), "overhead-p99-ms")
+				b.ReportMetric(D.RPS(), "direct-req/s")
+				b.ReportMetric(P.RPS(), "proxy-req/s")
+			})
+		}
+	}
+}
+
+// checkSameJSON fails unless the proxy's answer equals the upstream's (the
+// poll route passes Prefect's flow run through untouched).
+func checkSameJSON(b *testing.B, hc *http.Client, a, c string) {
+	b.Helper()
+	get := func(u string) any {
+		resp, err := hc.Get(u)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v any
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != 200 {
+			b.Fatalf("GET %s: %d %v", u, resp.StatusCode, err)
+		}
+		return v
+	}
+	x, y := get(a), get(c)
+	xb, _ := json.Marshal(x)
+	yb, _ := json.Marshal(y)
+	if string(xb) != string(yb) {
+		b.Fatalf("proxy answer differs from upstream:\n%s\n%s", yb, xb)
+	}
+}
+
+// BenchmarkHistory compares GET /proxy/flow_runs?deployment_id=…&limit=50
+// over 50 runs (each with a subflow and task runs) with the Python proxy's
+// sequential calls for the same answer (OneByOneHistory), one client, each
+// iteration doing both. The fake upstream sleeps BENCH_LATENCY per call, as
+// Prefect on SQLite takes a few ms per small read.
+func BenchmarkHistory(b *testing.B) {
+	latency := 3 * time.Millisecond
+	if v := os.Getenv("BENCH_LATENCY"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			b.Fatalf("BENCH_LATENCY: %v", err)
+		}
+		latency = d
+	}
+	ups := []upstream{fakeUpstream(b, "fake-"+latency.String(), latency)}
+	if r, ok := realUpstream(b); ok {
+		ups = append(ups, r)
+	}
+	hc := NewClient()
+	for _, up := range ups {
+		b.Run("upstream="+up.name, func(b *testing.B) {
+			ctx := context.Background()
+			p := startProxy(b, up.api)
+			pc := newClient(up.api)
+			route := p.URL + "/proxy/flow_runs?deployment_id=" + up.deployment + "&limit=" + strconv.Itoa(historyRuns)
+			checkHistory(b, hc, route, pc, up.deployment)
+			viaProxy := Getter(hc, route, nil)
+			var prox, one []time.Duration
+			var proxyCalls, oneCalls int64
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				before := upstreamCalls(up)
+				t := time.Now()
+				if err := viaProxy(ctx); err != nil {
+					b.Fatal(err)
+				}
+				prox = append(prox, time.Since(t))
+				proxyCalls += upstreamCalls(up) - before
+				t = time.Now()
+				_, calls, err := OneByOneHistory(ctx, pc, up.deployment, historyRuns)
+				if err != nil {
+					b.Fatal(err)
+				}
+				one = append(one, time.Since(t))
+				oneCalls += int64(calls)
+			}
+			b.StopTimer()
+			P, O := Merge(Result{Latencies: prox}), Merge(Result{Latencies: one})
+			b.ReportMetric(float64(P.P50().Nanoseconds()), "ns/op")
+			b.ReportMetric(ms(P.P50()), "proxy-p50-ms")
+			b.ReportMetric(ms(P.Quantile(1)), "proxy-max-ms")
+			b.ReportMetric(ms(O.P50()), "onebyone-p50-ms")
+			b.ReportMetric(float64(O.P50())/float64(P.P50()), "speedup-x")
+			if up.fake != nil {
+				b.ReportMetric(float64(proxyCalls)/float64(b.N), "proxy-calls/op")
+			}
+			b.ReportMetric(float64(oneCalls)/float64(b.N), "onebyone-calls/op")
+		})
+	}
+}
+
+func upstreamCalls(up upstream) int64 {
+	if up.fake == nil {
+		return 0
+	}
+	return up.fake.Calls()
+}
+
+// checkHistory fails unless the route answers the same runs, statuses and
+// state names as the baseline.
+func checkHistory(b *testing.B, hc *http.Client, route string, pc *prefect.Client, deployment string) {
+	b.Helper()
+	want, _, err := OneByOneHistory(context.Background(), pc, deployment, historyRuns)
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp, err := hc.Get(route)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got struct {
+		FlowRuns []struct {
+			ID        string `json:"id"`
+			Status    string `json:"status"`
+			StateName string `json:"state_name"`
+		} `json:"flow_runs"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != 200 {
+		b.Fatalf("GET %s: %d %v", route, resp.StatusCode, err)
+	}
+	if len(got.FlowRuns) != len(want) || len(want) != historyRuns {
+		b.Fatalf("route gave %d runs, baseline %d, want %d", len(got.FlowRuns), len(want), historyRuns)
+	}
+	for i, w := range want {
+		g := got.FlowRuns[i]
+		if g.ID != w.ID || g.Status != w.Status || g.StateName != w.StateName {
+			b.Fatalf("run %d: route %+v, baseline %+v", i, g, w)
+		}
+	}
+}
