@@ -15,18 +15,16 @@ if [ -f "$venv/.installed" ] && "$venv/bin/python" -c "import importlib.metadata
   exit 0
 fi
 
-python="${PYTHON:-}"
+# The first interpreter that works, has venv, and is a version Prefect supports.
+python=""
+for p in ${PYTHON:-} python3 python3.12 python3.11 python3.13 python3.10; do
+  if command -v "$p" >/dev/null 2>&1 && \
+     "$p" -c 'import sys, venv, ensurepip; sys.exit(not ((3, 10) <= sys.version_info[:2] <= (3, 13)))' >/dev/null 2>&1; then
+    python="$(command -v "$p")"; break
+  fi
+done
 if [ -z "$python" ]; then
-  for p in python3.12 python3.11 python3.13 python3.10 python3; do
-    if command -v "$p" >/dev/null 2>&1; then python="$(command -v "$p")"; break; fi
-  done
-fi
-if [ -z "$python" ]; then
-  echo "prefect-venv: no python3 found; run scripts/deps.sh (or apt-get install -y python3 python3-venv)" >&2
-  exit 1
-fi
-if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
-  echo "prefect-venv: $python lacks venv/ensurepip; run scripts/deps.sh (apt-get install -y python3-venv)" >&2
+  echo "prefect-venv: no python3 (3.10-3.13) with venv found; run scripts/deps.sh (apt-get install -y python3 python3-venv)" >&2
   exit 1
 fi
 

@@ -1,0 +1,58 @@
+# prefect-proxy (Go). A newcomer needs two commands: `make run` and `make test`.
+# Both install what is missing on a fresh Debian/Ubuntu machine (redis-server,
+# python3-venv, a pinned Prefect in .venv/).
+
+PREFECT_VERSION ?= 3.6.29
+export PREFECT_VERSION
+GO ?= go
+# End-to-end tests start real processes; keep the whole run bounded.
+TEST_TIMEOUT ?= 30m
+GO_PKGS := ./...
+
+.PHONY: help run test deps prefect-venv build vet fmt-check unit e2e clean compose-check
+
+help:
+	@echo "make run    - start Prefect (if none answers) and the api on :8085"
+	@echo "make test   - install test deps, go vet, gofmt check, all tests with -race against real Redis and Prefect"
+	@echo "make unit   - unit tests only (no Prefect, no Redis server)"
+	@echo "make build  - build bin/api and bin/worker"
+	@echo "PREFECT_VERSION=3.9.1 make test   - the same against another Prefect release"
+
+run:
+	@bash scripts/deps.sh
+	@bash scripts/run-local.sh
+
+deps:
+	@bash scripts/deps.sh
+
+prefect-venv: deps
+	@bash scripts/prefect-venv.sh
+
+build:
+	$(GO) build -o bin/ ./cmd/api ./cmd/worker
+
+vet:
+	$(GO) vet $(GO_PKGS)
+
+fmt-check:
+	@out="$$(gofmt -l cmd internal)"; \
+	if [ -n "$$out" ]; then echo "gofmt: these files need formatting:"; echo "$$out"; exit 1; fi
+
+# One Prefect server for the whole run (withprefect exports PREFECT_TEST_API_URL
+# to every test package); each test starts its own redis-server.
+test: prefect-venv vet fmt-check
+	$(GO) build -o bin/withprefect ./internal/testenv/cmd/withprefect
+	bin/withprefect -- $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(GO_PKGS)
+
+unit:
+	$(GO) test -race -short -count=1 $(GO_PKGS)
+
+e2e: prefect-venv
+	$(GO) build -o bin/withprefect ./internal/testenv/cmd/withprefect
+	bin/withprefect -- $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v ./internal/e2e/...
+
+compose-check:
+	@python3 -c 'import sys, yaml; yaml.safe_load(open("docker-compose.yml")); print("docker-compose.yml parses")'
+
+clean:
+	rm -rf bin .run
