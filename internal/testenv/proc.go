@@ -271,6 +271,17 @@ func StartWorker(tb testing.TB, env map[string]string) *Proc {
 	return p
 }
 
+// StartAPIProcess is StartAPI without a test: the caller stops the process
+// (for a package-wide api, register p.Stop with AtShutdown).
+func StartAPIProcess(env map[string]string) (*Proc, error) {
+	return startBinary("api", env, "LISTEN_ADDR", apiReady)
+}
+
+// StartWorkerProcess is StartWorker without a test.
+func StartWorkerProcess(env map[string]string) (*Proc, error) {
+	return startBinary("worker", env, "WORKER_LISTEN_ADDR", workerReady)
+}
+
 func startBinary(name string, env map[string]string, addrVar string, ready *regexp.Regexp) (*Proc, error) {
 	dir, err := Binaries()
 	if err != nil {

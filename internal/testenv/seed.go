@@ -220,6 +220,21 @@ type Subflow struct {
 // driven to typ/stateName when typ is set.
 func (s *PrefectServer) CreateSubflow(tb testing.TB, parentRunID, flowName, typ, stateName string) Subflow {
 	tb.Helper()
+	return s.CreateSubflowWith(tb, parentRunID, SubflowSpec{FlowName: flowName, Type: typ, StateName: stateName})
+}
+
+// SubflowSpec describes a subflow for CreateSubflowWith.
+type SubflowSpec struct {
+	FlowName   string // default: unique
+	Type       string // state type to drive the child to ("" leaves it PENDING)
+	StateName  string
+	Parameters map[string]any // the child run's parameters (e.g. {"payload": {...}})
+}
+
+// CreateSubflowWith is CreateSubflow with parameters.
+func (s *PrefectServer) CreateSubflowWith(tb testing.TB, parentRunID string, spec SubflowSpec) Subflow {
+	tb.Helper()
+	flowName, typ, stateName := spec.FlowName, spec.Type, spec.StateName
 	flow := s.CreateFlow(tb, flowName)
 	taskName := flow.Name + "-call"
 	var tr struct{ ID string }
@@ -227,9 +242,11 @@ func (s *PrefectServer) CreateSubflow(tb testing.TB, parentRunID, flowName, typ,
 		"flow_run_id": parentRunID, "task_key": taskName, "dynamic_key": "0", "name": taskName,
 	}, &tr)
 	var child struct{ ID, Name string }
-	s.Do(tb, "POST", "/flow_runs/", map[string]any{
-		"flow_id": flow.ID, "parent_task_run_id": tr.ID, "state": State("PENDING", ""),
-	}, &child)
+	body := map[string]any{"flow_id": flow.ID, "parent_task_run_id": tr.ID, "state": State("PENDING", "")}
+	if spec.Parameters != nil {
+		body["parameters"] = spec.Parameters
+	}
+	s.Do(tb, "POST", "/flow_runs/", body, &child)
 	if typ != "" {
 		s.RunTo(tb, child.ID, typ, stateName)
 	}

@@ -60,6 +60,10 @@ func Shutdown() {
 	}
 }
 
+// AtShutdown registers f to run in Main after all tests, last registered
+// first: the place to stop a package-wide server.
+func AtShutdown(f func()) { atShutdown(f) }
+
 func atShutdown(f func()) {
 	shared.mu.Lock()
 	shared.cleanups = append(shared.cleanups, f)

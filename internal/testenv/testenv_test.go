@@ -57,7 +57,7 @@ func TestDjangoAppliesDjangosChecks(t *testing.T) {
 		{name: "object body gives 500", header: ptr("k"), body: `{"body": {"id": "` + id + `"}}`, status: 500},
 		{name: "missing body key gives 500", header: ptr("k"), body: `{"text": "x"}`, status: 500},
 		{name: "flow run JSON string gives unknown state", header: ptr("k"),
-			body: `{"body": "{\"id\": \"` + id + `\", \"state\": {\"state_details\": {\"flow_run_id\": \"` + id + `\"}}}"}`,
+			body:   `{"body": "{\"id\": \"` + id + `\", \"state\": {\"state_details\": {\"flow_run_id\": \"` + id + `\"}}}"}`,
 			status: 200, accepted: true, wantState: "unknown"},
 	}
 	for _, tc := range cases {
