@@ -16,6 +16,8 @@ func addRoutes(r *gin.Engine, d Deps) {
 	if d.Metrics != nil {
 		r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{})))
 	}
+	r.GET("/openapi.json", openAPI())
+	r.GET("/docs", docsPage())
 
 	p := r.Group("/proxy", requireToken(d.Config.ProxyAPIToken))
 	p.GET("/prefect/version", h(prefectVersion(d.Proxy)))
