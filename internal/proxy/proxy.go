@@ -26,11 +26,19 @@ type Service struct {
 	// Defaults for deployment routes.
 	DefaultWorkPool  string
 	DefaultWorkQueue string
+	// Where new deployments pull their flow code from (FLOW_REPO_URL,
+	// PREFECT_PROXY_GIT_BRANCH, DEPLOYMENT_ENTRYPOINT).
+	FlowRepoURL          string
+	FlowRepoBranch       string
+	DeploymentEntrypoint string
+	blockRefs            blockCache // block type/schema ids used by the block writes
 }
 
 // New builds a Service.
 func New(pc *prefect.Client, log logrus.FieldLogger) *Service {
-	return &Service{prefect: pc, log: log, DefaultWorkPool: "default-agent-pool", DefaultWorkQueue: "ddp"}
+	return &Service{prefect: pc, log: log, DefaultWorkPool: "default-agent-pool", DefaultWorkQueue: "ddp",
+		FlowRepoURL: "https://github.com/DalgoT4D/prefect-proxy.git", FlowRepoBranch: "main",
+		DeploymentEntrypoint: "proxy/prefect_flows_runner.py:deployment_schedule_flow_v5"}
 }
 
 // Prefect exposes the client, for routes that pass Prefect's answer through.
