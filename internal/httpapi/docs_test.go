@@ -68,8 +68,8 @@ func TestOpenAPICoversTheRoutes(t *testing.T) {
 	r := gin.New()
 	addRoutes(r, Deps{Config: config.Config{}, Log: log, Proxy: proxy.New(prefecttest.New(t).Client(), log)})
 	for _, rt := range r.Routes() {
-		if strings.HasPrefix(rt.Path, "/monitoring/") {
-			continue // asynqmon's own sub-pages
+		if strings.HasPrefix(rt.Path, "/monitoring") {
+			continue // asynqmon's UI (all methods, its own sub-pages); documented as GET /monitoring/
 		}
 		if !documented[docPathKey(rt.Method, rt.Path)] {
 			t.Errorf("route %s %s is served but not in openapi.json", rt.Method, rt.Path)
