@@ -39,10 +39,10 @@ const (
 // upstream is a Prefect the proxy and the baseline talk to.
 type upstream struct {
 	name       string
-	api        string // Prefect API root
-	deployment string // holds historyRuns runs as NewWorld/Seed build them
-	runID      string // a run to poll
-	fake       *Fake  // nil for a real Prefect
+	api        string   // Prefect API root
+	deployment string   // holds historyRuns runs as NewWorld/Seed build them
+	pollIDs    []string // runs to poll, in turn
+	fake       *Fake    // nil for a real Prefect
 }
 
 func fakeUpstream(b *testing.B, name string, latency time.Duration) upstream {
@@ -50,7 +50,7 @@ func fakeUpstream(b *testing.B, name string, latency time.Duration) upstream {
 	f := NewFake(w, latency)
 	srv := httptest.NewServer(f)
 	b.Cleanup(srv.Close)
-	return upstream{name: name, api: srv.URL + "/api", deployment: w.DeploymentID, runID: w.Runs[0], fake: f}
+	return upstream{name: name, api: srv.URL + "/api", deployment: w.DeploymentID, pollIDs: w.order, fake: f}
 }
 
 var (
@@ -83,12 +83,14 @@ func realUpstream(b *testing.B) (upstream, bool) {
 			fmt.Fprintf(os.Stderr, "bench: seeded %s (deployment %s) in %v; reuse with BENCH_PREFECT_DEPLOYMENT=%s\n",
 				name, s.DeploymentID, time.Since(start).Round(time.Millisecond), s.DeploymentID)
 		}
-		runs, _, err := OneByOneHistory(ctx, pc, real.deployment, 1)
+		runs, _, err := OneByOneHistory(ctx, pc, real.deployment, historyRuns)
 		if err != nil || len(runs) == 0 {
 			realErr = fmt.Errorf("no run in deployment %s: %v", real.deployment, err)
 			return
 		}
-		real.runID = runs[0].ID
+		for _, r := range runs {
+			real.pollIDs = append(real.pollIDs, r.ID)
+		}
 	})
 	if realErr != nil {
 		b.Fatal(realErr)
@@ -117,8 +119,10 @@ func startProxy(b *testing.B, api string) *Proxy {
 // with GET /flow_runs/{id} sent directly to the same upstream, at 1, 16 and
 // 64 closed-loop clients. Each sub-benchmark sends b.N requests each way,
 // alternating direct and proxy in 4 rounds so that a burst of load from
-// elsewhere on the machine hits both sides alike. ns/op is the proxy's mean
-// latency; read the -ms and req/s metrics.
+// elsewhere on the machine hits both sides alike. Requests take the world's
+// runs in turn: identical concurrent polls would share one upstream call in
+// the proxy (singleflight) and flatter it. ns/op is the proxy's mean latency;
+// read the -ms, req/s and cpu-us/req metrics.
 func BenchmarkPoll(b *testing.B) {
 	ups := []upstream{fakeUpstream(b, "fast-fake", 0)}
 	if r, ok := realUpstream(b); ok {
@@ -127,9 +131,13 @@ func BenchmarkPoll(b *testing.B) {
 	hc := NewClient()
 	for _, up := range ups {
 		p := startProxy(b, up.api)
-		direct := Getter(hc, up.api+"/flow_runs/"+up.runID, nil)
-		viaProxy := Getter(hc, p.URL+"/proxy/flow_runs/"+up.runID+"/poll", nil)
-		checkSameJSON(b, hc, up.api+"/flow_runs/"+up.runID, p.URL+"/proxy/flow_runs/"+up.runID+"/poll")
+		var directURLs, proxyURLs []string
+		for _, id := range up.pollIDs {
+			directURLs = append(directURLs, up.api+"/flow_runs/"+id)
+			proxyURLs = append(proxyURLs, p.URL+"/proxy/flow_runs/"+id+"/poll")
+		}
+		direct, viaProxy := RoundRobin(hc, directURLs, nil), RoundRobin(hc, proxyURLs, nil)
+		checkSameJSON(b, hc, directURLs[0], proxyURLs[0])
 		for _, clients := range []int{1, 16, 64} {
 			b.Run(fmt.Sprintf("upstream=%s/clients=%d", up.name, clients), func(b *testing.B) {
 				ctx := context.Background()
@@ -161,6 +169,9 @@ func BenchmarkPoll(b *testing.B) {
 				b.ReportMetric(ms(P.P99()-D.P99()), "overhead-p99-ms")
 				b.ReportMetric(D.RPS(), "direct-req/s")
 				b.ReportMetric(P.RPS(), "proxy-req/s")
+				b.ReportMetric(us(D.CPUPerRequest()), "direct-cpu-us/req")
+				b.ReportMetric(us(P.CPUPerRequest()), "proxy-cpu-us/req")
+				b.ReportMetric(us(P.CPUPerRequest()-D.CPUPerRequest()), "overhead-cpu-us/req")
 			})
 		}
 	}
@@ -250,6 +261,8 @@ func BenchmarkHistory(b *testing.B) {
 		})
 	}
 }
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 func upstreamCalls(up upstream) int64 {
 	if up.fake == nil {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -18,7 +19,28 @@ type Result struct {
 	Errors    int
 	FirstErr  error
 	Elapsed   time.Duration
+	CPU       time.Duration   // user+system CPU time of this whole process during the run
 	Latencies []time.Duration // sorted ascending
+}
+
+// CPUPerRequest is the process CPU time per request. With the load generator,
+// the proxy and the fake upstream in one process, the difference between the
+// proxy's and the direct figure is what the proxy itself costs per request —
+// a number that stays put when other jobs on the machine make latencies jump.
+func (r Result) CPUPerRequest() time.Duration {
+	if r.Requests == 0 {
+		return 0
+	}
+	return r.CPU / time.Duration(r.Requests)
+}
+
+// processCPU is the user+system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // Quantile returns the q-quantile latency (nearest rank), 0 when empty.
@@ -52,6 +74,7 @@ func Merge(rs ...Result) Result {
 		out.Requests += r.Requests
 		out.Errors += r.Errors
 		out.Elapsed += r.Elapsed
+		out.CPU += r.CPU
 		out.Latencies = append(out.Latencies, r.Latencies...)
 		if out.FirstErr == nil {
 			out.FirstErr = r.FirstErr
@@ -63,8 +86,9 @@ func Merge(rs ...Result) Result {
 
 // String is a one-line summary in milliseconds.
 func (r Result) String() string {
-	return fmt.Sprintf("n=%d err=%d p50=%.3fms p90=%.3fms p99=%.3fms max=%.3fms %.0f req/s",
-		r.Requests, r.Errors, ms(r.P50()), ms(r.Quantile(0.9)), ms(r.P99()), ms(r.Quantile(1)), r.RPS())
+	return fmt.Sprintf("n=%d err=%d p50=%.3fms p90=%.3fms p99=%.3fms max=%.3fms %.0f req/s cpu=%.1fµs/req",
+		r.Requests, r.Errors, ms(r.P50()), ms(r.Quantile(0.9)), ms(r.P99()), ms(r.Quantile(1)), r.RPS(),
+		float64(r.CPUPerRequest())/float64(time.Microsecond))
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -81,6 +105,7 @@ func Run(ctx context.Context, clients, requests int, do func(context.Context) er
 	var firstErr error
 	var once sync.Once
 	var wg sync.WaitGroup
+	cpu0 := processCPU()
 	start := time.Now()
 	for c := 0; c < clients; c++ {
 		wg.Add(1)
@@ -100,7 +125,7 @@ func Run(ctx context.Context, clients, requests int, do func(context.Context) er
 		}()
 	}
 	wg.Wait()
-	r := Result{Elapsed: time.Since(start), FirstErr: firstErr}
+	r := Result{Elapsed: time.Since(start), CPU: processCPU() - cpu0, FirstErr: firstErr}
 	for c := range lat {
 		r.Latencies = append(r.Latencies, lat[c]...)
 		r.Errors += errs[c]
@@ -126,7 +151,14 @@ func NewClient() *http.Client {
 // Getter returns a request function that GETs url and expects a 200; the
 // body is read to the end (a client pays for the whole answer).
 func Getter(hc *http.Client, url string, header http.Header) func(context.Context) error {
+	return RoundRobin(hc, []string{url}, header)
+}
+
+// RoundRobin is Getter over several URLs, taken in turn by successive requests.
+func RoundRobin(hc *http.Client, urls []string, header http.Header) func(context.Context) error {
+	var next atomic.Uint64
 	return func(ctx context.Context) error {
+		url := urls[(next.Add(1)-1)%uint64(len(urls))]
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return err
