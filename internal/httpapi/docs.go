@@ -22,7 +22,7 @@ func openAPI() gin.HandlerFunc {
 	}
 }
 
-// docsPage renders /openapi.json with Redoc, loaded from its CDN (the api
+// docsPage renders /openapi.json with Redoc (pinned, from the jsDelivr npm CDN; the api
 // ships no JavaScript of its own).
 func docsPage() gin.HandlerFunc {
 	return func(c *gin.Context) {
@@ -39,7 +39,7 @@ const docsHTML = `<!DOCTYPE html>
 </head>
 <body>
   <redoc spec-url="/openapi.json"></redoc>
-  <script src="https://cdn.redoc.ly/redoc/v2.1.5/bundles/redoc.standalone.js"></script>
+  <script src="https://cdn.jsdelivr.net/npm/redoc@2.5.0/bundles/redoc.standalone.js"></script>
   <noscript>The API description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
 </body>
 </html>
