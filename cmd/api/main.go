@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/hibiken/asynqmon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
@@ -72,19 +74,37 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, st
 	svc := proxy.New(pc, log)
 	svc.DefaultWorkPool, svc.DefaultWorkQueue = cfg.DefaultWorkPool, cfg.DefaultWorkQueue
 
+	ops := worker.WriteOps(svc)
 	if cfg.Embedded() {
-		w := worker.New(worker.Deps{Config: cfg, Log: log, Redis: redisOpt, Prefect: pc, Registry: reg})
+		w, err := worker.New(worker.Deps{Config: cfg, Log: log, Redis: redisOpt, Prefect: pc, Registry: reg, Ops: ops})
+		if err != nil {
+			return err
+		}
 		if err := w.Start(); err != nil {
 			return err
 		}
 		defer w.Shutdown()
 	}
+	jc, err := jobs.NewClient(ctx, rdb, jobs.ClientConfig{Key: cfg.JobEncryptionKey, Ops: ops,
+		MaxAttempts: cfg.JobMaxAttempts, Retention: cfg.JobRetention, Log: log.WithField("component", "jobs")})
+	if err != nil {
+		return fmt.Errorf("api: redis at REDIS_URL not reachable: %w", err)
+	}
+	defer jc.Close()
+	var mon http.Handler
+	if cfg.AdminToken != "" {
+		m := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: redisOpt})
+		defer m.Close()
+		mon = m
+	}
 
 	handler := httpapi.New(httpapi.Deps{
-		Config:  cfg,
-		Log:     log,
-		Proxy:   svc,
-		Metrics: httpapi.NewMetrics(reg),
+		Config:     cfg,
+		Log:        log,
+		Proxy:      svc,
+		Metrics:    httpapi.NewMetrics(reg),
+		Jobs:       jc,
+		Monitoring: mon,
 		Ready: func(c *gin.Context) error {
 			ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 			defer cancel()

@@ -20,6 +20,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/logging"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/worker"
 )
 
@@ -53,7 +54,12 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, st
 		AuthString: cfg.PrefectAuthString,
 		APIKey:     cfg.PrefectAPIKey,
 	})
-	w := worker.New(worker.Deps{Config: cfg, Log: log, Redis: redisOpt, Prefect: pc, Registry: reg})
+	svc := proxy.New(pc, log)
+	svc.DefaultWorkPool, svc.DefaultWorkQueue = cfg.DefaultWorkPool, cfg.DefaultWorkQueue
+	w, err := worker.New(worker.Deps{Config: cfg, Log: log, Redis: redisOpt, Prefect: pc, Registry: reg, Proxy: svc})
+	if err != nil {
+		return err
+	}
 	if err := w.Ready(ctx); err != nil {
 		return fmt.Errorf("worker: redis at REDIS_URL not reachable: %w", err)
 	}

@@ -3,6 +3,8 @@ package httpapi
 import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 )
 
 // addRoutes is the whole HTTP surface of the api. Paths are written as the
@@ -46,8 +48,34 @@ func addRoutes(r *gin.Engine, d Deps) {
 	p.GET("/flow_runs/long-running/:nhours", h(longRunningFlowRuns(d.Proxy)))
 
 	// --- Writes (jobs) ---
+	// Each write is a job (internal/jobs): decode, enqueue, wait up to
+	// JOB_WAIT_TIMEOUT, answer as the Python proxy would (writes.go).
+	wr := writes{jobs: d.Jobs, wait: d.Config.JobWaitTimeout}
+	p.POST("/blocks/airbyte/server", wr.route(proxy.OpAirbyteServerCreate))
+	p.PUT("/blocks/airbyte/server", wr.route(proxy.OpAirbyteServerUpdate))
+	p.PUT("/blocks/airbyte/connection", wr.route(proxy.OpAirbyteConnectionUpsert))
+	p.POST("/blocks/secret", wr.route(proxy.OpSecretCreate))
+	p.PUT("/blocks/secret", wr.route(proxy.OpSecretUpsert))
+	r.DELETE("/delete-a-block/:block_id", requireToken(d.Config.ProxyAPIToken), wr.route(proxy.OpBlockDelete))
+	p.POST("/v1/deployments", wr.route(proxy.OpDeploymentCreate))
+	p.PUT("/v1/deployments/:deployment_id", wr.route(proxy.OpDeploymentUpdate))
+	p.PATCH("/v1/deployments/:deployment_id/entrypoint", wr.route(proxy.OpDeploymentEntrypoint))
+	p.DELETE("/deployments/:deployment_id", wr.route(proxy.OpDeploymentDelete))
+	p.POST("/deployments/:deployment_id/set_schedule/:status", wr.route(proxy.OpDeploymentSetSchedule))
+	p.POST("/deployments/:deployment_id/flow_run", wr.route(proxy.OpFlowRunCreate))
+	p.POST("/deployments/:deployment_id/flow_run/schedule", wr.route(proxy.OpFlowRunSchedule))
+	p.DELETE("/flow_runs/:flow_run_id", wr.route(proxy.OpFlowRunDelete))
+	p.POST("/flow_runs/:flow_run_id/retry", wr.route(proxy.OpFlowRunRetry))
+	p.POST("/flow_runs/:flow_run_id/set_state", wr.route(proxy.OpFlowRunCancel))
 
 	// --- Job API ---
+	r.GET("/jobs/:id", requireToken(d.Config.ProxyAPIToken), h(getJob(d.Jobs)))
+	// asynqmon (queues, retries, archived = failed jobs), operators only.
+	if d.Monitoring != nil {
+		mon := []gin.HandlerFunc{adminOnly(d.Config.AdminToken), gin.WrapH(d.Monitoring)}
+		r.Any("/monitoring", mon...)
+		r.Any("/monitoring/*path", mon...)
+	}
 
 	// --- Relay ---
 }

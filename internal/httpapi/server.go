@@ -13,6 +13,7 @@ import (
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 )
 
@@ -25,6 +26,10 @@ type Deps struct {
 	Metrics *Metrics
 	// Ready reports whether dependencies (Redis, Prefect) are usable.
 	Ready func(*gin.Context) error
+	// Jobs enqueues and reads write jobs; nil: write routes answer 503.
+	Jobs *jobs.Client
+	// Monitoring is asynqmon, mounted at /monitoring/ behind ADMIN_TOKEN.
+	Monitoring http.Handler
 }
 
 // New builds the api's http.Handler.
@@ -49,7 +54,9 @@ func New(d Deps) http.Handler {
 // and a redirected POST loses its body.
 func stripTrailingSlash(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") {
+		// asynqmon's UI resolves its assets against /monitoring/: leave its
+		// paths as the browser sent them.
+		if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") && !strings.HasPrefix(p, "/monitoring/") {
 			r.URL.Path = strings.TrimRight(p, "/")
 			if r.URL.Path == "" {
 				r.URL.Path = "/"

@@ -18,6 +18,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 )
 
 // Deps are the worker's collaborators.
@@ -27,6 +28,13 @@ type Deps struct {
 	Redis    asynq.RedisConnOpt
 	Prefect  *prefect.Client
 	Registry *prometheus.Registry
+	// Proxy runs the write operations; Ops defaults to WriteOps(Proxy).
+	Proxy *proxy.Service
+	// Ops are the write operations to execute (tests set their own).
+	Ops []jobs.Op
+	// ShutdownTimeout bounds how long in-flight jobs may finish on SIGTERM
+	// before they go back to the queue; default 20 s.
+	ShutdownTimeout time.Duration
 }
 
 // Worker executes jobs until Shutdown.
@@ -36,22 +44,60 @@ type Worker struct {
 	rdb    redis.UniversalClient
 	mux    *asynq.ServeMux
 	closed chan struct{}
+	// delays picks the retry delay per task type (write jobs back off per
+	// DESIGN.md; relay deliveries follow RELAY_RETRY_SCHEDULE).
+	delays map[string]asynq.RetryDelayFunc
 }
 
-// New builds a worker; Start begins fetching jobs.
-func New(d Deps) *Worker {
-	srv := jobs.NewServer(d.Redis, jobs.ServerConfig{
-		Concurrency: d.Config.WorkerConcurrency,
-		Log:         d.Log.WithField("component", "worker"),
-	})
-	mux := asynq.NewServeMux()
-	return &Worker{
+// New builds a worker with every write op registered; Start begins fetching jobs.
+func New(d Deps) (*Worker, error) {
+	w := &Worker{
 		d:      d,
-		srv:    srv,
 		rdb:    d.Redis.MakeRedisClient().(redis.UniversalClient),
-		mux:    mux,
+		mux:    asynq.NewServeMux(),
 		closed: make(chan struct{}),
+		delays: map[string]asynq.RetryDelayFunc{},
 	}
+	w.srv = jobs.NewServer(d.Redis, jobs.ServerConfig{
+		Concurrency:     d.Config.WorkerConcurrency,
+		ShutdownTimeout: d.ShutdownTimeout,
+		Log:             d.Log.WithField("component", "worker"),
+		RetryDelay:      w.retryDelay,
+	})
+	runner, err := jobs.NewRunner(jobs.RunnerConfig{
+		Key:      d.Config.JobEncryptionKey,
+		Redis:    w.rdb,
+		Failure:  proxy.UpstreamErr,
+		Log:      d.Log.WithField("component", "jobs"),
+		Registry: d.Registry,
+	})
+	if err != nil {
+		_ = w.rdb.Close()
+		return nil, err
+	}
+	if d.Ops == nil && d.Proxy != nil {
+		d.Ops = WriteOps(d.Proxy)
+	}
+	for _, op := range d.Ops {
+		w.Handle(op.Name, runner.Handler(op), jobs.RetryDelay)
+	}
+	return w, nil
+}
+
+// Handle registers a task handler and its retry delay (nil: asynq's
+// default). Call it before Start.
+func (w *Worker) Handle(taskType string, h asynq.Handler, delay asynq.RetryDelayFunc) {
+	w.mux.Handle(taskType, h)
+	if delay != nil {
+		w.delays[taskType] = delay
+	}
+}
+
+func (w *Worker) retryDelay(n int, err error, t *asynq.Task) time.Duration {
+	if f, ok := w.delays[t.Type()]; ok {
+		return f(n, err, t)
+	}
+	return asynq.DefaultRetryDelayFunc(n, err, t)
 }
 
 // Start connects to Redis and begins processing.
