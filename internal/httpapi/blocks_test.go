@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/sirupsen/logrus"
@@ -282,3 +283,45 @@ func rawHandler(status int, body string) func(http.ResponseWriter, *http.Request
 		_, _ = io.WriteString(w, body)
 	}
 }
+
+// Secret values (a secret block's value, an Airbyte password) never reach the
+// log, whatever the answer.
+func TestSecretsStayOutOfLogs(t *testing.T) {
+	t.Parallel()
+	const secret = "pw-9f8e7d6c"
+	fake := prefecttest.New(t)
+	var logs strings.Builder
+	var mu sync.Mutex
+	log := logrus.New()
+	log.SetLevel(logrus.DebugLevel)
+	log.SetOutput(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(p) }))
+	api := New(Deps{Config: config.Config{ProxyAPIToken: "tok"}, Log: log, Proxy: proxy.New(fake.Client(), log)})
+	fake.JSON("GET /block_types/slug/secret/block_documents/name/ok", 200, blockDoc("1", "ok", map[string]any{"value": secret}))
+	fake.JSON("GET /block_types/slug/secret/block_documents/name/bad", 422, map[string]any{
+		"exception_detail": []any{map[string]any{"input": secret}}, "request_body": map[string]any{"value": secret}})
+	fake.JSON("GET /block_types/slug/airbyte-server/block_documents/name/ok", 200,
+		blockDoc("2", "ok", map[string]any{"server_host": "h", "server_port": 1, "password": secret}))
+	fake.JSON("GET /block_types/slug/airbyte-server/block_documents/name/odd", 200,
+		blockDoc("3", "odd", map[string]any{"server_port": []int{1}, "password": secret}))
+	for _, path := range []string{
+		"/proxy/blocks/secret/ok/contents", "/proxy/blocks/secret/bad/contents", "/proxy/blocks/secret/bad",
+		"/proxy/blocks/airbyte/server/block/ok", "/proxy/blocks/airbyte/server/block/odd",
+	} {
+		status, body := serveReads(t, api, "GET", path, "", "Authorization", "Bearer tok")
+		if status != 200 && strings.Contains(body, secret) {
+			t.Errorf("%s: error body carries the secret: %s", path, body)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if logs.Len() == 0 {
+		t.Fatal("no access log written")
+	}
+	if strings.Contains(logs.String(), secret) {
+		t.Errorf("the log carries the secret:\n%s", logs.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
