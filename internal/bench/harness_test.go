@@ -140,6 +140,10 @@ func TestRunCountsEveryRequest(t *testing.T) {
 	if r.Requests != 1000 || r.Errors != 0 {
 		t.Fatalf("%+v", r)
 	}
+	r = RunPaced(context.Background(), 8, 100, 10000, func(context.Context) error { return nil })
+	if r.Requests != 100 || len(r.Latencies) != 100 {
+		t.Fatalf("paced: %+v", r)
+	}
 }
 
 func TestQuantileIsNearestRank(t *testing.T) {

@@ -98,6 +98,20 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // Every latency is recorded; a failed request counts as an error and its
 // latency is not kept.
 func Run(ctx context.Context, clients, requests int, do func(context.Context) error) Result {
+	return run(ctx, clients, requests, 0, do)
+}
+
+// RunPaced is an open loop: request k is due at start + k/rate, whatever the
+// answers to earlier ones; clients goroutines send them. A latency runs from
+// the moment the request was due, so time spent waiting for a free client
+// counts (no coordinated omission). Below the proxy's capacity this measures
+// the latency a steady load sees, which a closed loop on a 2-core machine
+// cannot: there, every client's next request queues behind everyone's CPU.
+func RunPaced(ctx context.Context, clients, requests int, rate float64, do func(context.Context) error) Result {
+	return run(ctx, clients, requests, rate, do)
+}
+
+func run(ctx context.Context, clients, requests int, rate float64, do func(context.Context) error) Result {
 	clients = max(1, min(clients, requests))
 	var next atomic.Int64
 	lat := make([][]time.Duration, clients)
@@ -112,8 +126,16 @@ func Run(ctx context.Context, clients, requests int, do func(context.Context) er
 		go func() {
 			defer wg.Done()
 			mine := make([]time.Duration, 0, requests/clients+1)
-			for next.Add(1) <= int64(requests) && ctx.Err() == nil {
+			for ctx.Err() == nil {
+				k := next.Add(1) - 1
+				if k >= int64(requests) {
+					break
+				}
 				t := time.Now()
+				if rate > 0 {
+					t = start.Add(time.Duration(float64(k) / rate * float64(time.Second)))
+					time.Sleep(time.Until(t))
+				}
 				if err := do(ctx); err != nil {
 					errs[c]++
 					once.Do(func() { firstErr = err })
