@@ -71,8 +71,14 @@ func realUpstream(b *testing.B) (upstream, bool) {
 	}
 	realOnce.Do(func() {
 		real = upstream{name: "prefect", api: api, deployment: os.Getenv("BENCH_PREFECT_DEPLOYMENT")}
-		pc := newClient(api)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		u, err := url.Parse(api)
+		if err != nil {
+			realErr = err
+			return
+		}
+		pc := prefect.New(prefect.Config{BaseURL: u,
+			Retry: prefect.RetryPolicy{Attempts: 10, Base: 200 * time.Millisecond, Max: 3 * time.Second}})
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		if real.deployment == "" {
 			name := "bench-history-" + uuid.NewString()[:8]

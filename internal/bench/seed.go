@@ -23,15 +23,19 @@ type Seeded struct {
 // tasksPerRun task runs and one subflow (a task run whose state names the
 // child run, and a child run whose parent_task_run_id is that task, as
 // Prefect records subflows) with tasksPerRun task runs of its own. Every 7th
-// run has a DBT_TEST_FAILED task in its subflow. Runs are created a few at a
+// run has a DBT_TEST_FAILED task in its subflow. Runs are created two at a
 // time: the server is shared and its SQLite takes one writer at a time.
 func Seed(ctx context.Context, pc *prefect.Client, name string, runs, tasksPerRun int) (Seeded, error) {
 	var s Seeded
 	var idOnly struct {
 		ID string `json:"id"`
 	}
+	// Writes are retried (on 503, connection errors) as if idempotent: a
+	// shared dev Prefect on SQLite answers 503 while another writer holds the
+	// lock, and the rolled-back write is safe to repeat. pc's RetryPolicy
+	// decides how often.
 	post := func(path string, body any, out any) error {
-		return pc.Do(ctx, http.MethodPost, path, body, out, false)
+		return pc.Do(ctx, http.MethodPost, path, body, out, true)
 	}
 	if err := post("/flows/", map[string]any{"name": name}, &idOnly); err != nil {
 		return s, err
@@ -44,7 +48,7 @@ func Seed(ctx context.Context, pc *prefect.Client, name string, runs, tasksPerRu
 	s.Runs = make([]string, runs)
 	var mu sync.Mutex
 	g, ctx := errgroup.WithContext(ctx)
-	g.SetLimit(4)
+	g.SetLimit(2)
 	for i := 0; i < runs; i++ {
 		g.Go(func() error {
 			var run, sub, subTask struct {
