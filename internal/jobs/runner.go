@@ -79,9 +79,9 @@ func (r *Runner) process(ctx context.Context, op Op, t *asynq.Task) error {
 	}
 	if err != nil {
 		log.Error("job payload cannot be opened: is JOB_ENCRYPTION_KEY the same on api and workers?")
+		r.observe(op.Name, "failed", start, true)
 		r.finish(ctx, t, id, outcome{Final: true, Status: http.StatusInternalServerError, Attempt: attempt,
 			Body: detailBody("the job's payload cannot be decrypted by the worker (JOB_ENCRYPTION_KEY mismatch)")})
-		r.observe(op.Name, "failed", start, true)
 		return fmt.Errorf("%s: payload cannot be opened: %w", op.Name, asynq.SkipRetry)
 	}
 
@@ -90,12 +90,12 @@ func (r *Runner) process(ctx context.Context, op Op, t *asynq.Task) error {
 		data, err := json.Marshal(body)
 		if err != nil {
 			data = detailBody("internal error")
-			r.finish(ctx, t, id, outcome{Final: true, Status: http.StatusInternalServerError, Attempt: attempt, Body: data})
 			r.observe(op.Name, "failed", start, true)
+			r.finish(ctx, t, id, outcome{Final: true, Status: http.StatusInternalServerError, Attempt: attempt, Body: data})
 			return fmt.Errorf("%s: result not encodable: %w", op.Name, asynq.SkipRetry)
 		}
-		r.finish(ctx, t, id, outcome{Final: true, Status: http.StatusOK, Attempt: attempt, Body: data})
 		r.observe(op.Name, "succeeded", start, false)
+		r.finish(ctx, t, id, outcome{Final: true, Status: http.StatusOK, Attempt: attempt, Body: data})
 		return nil
 	}
 	if ctx.Err() != nil {
@@ -108,6 +108,12 @@ func (r *Runner) process(ctx context.Context, op Op, t *asynq.Task) error {
 	final := !retry || retried >= maxRetry
 	ae := r.answer(runErr)
 	data, _ := json.Marshal(ae.Body())
+	// Metrics first, then the answer: whoever sees the answer sees the count.
+	if final {
+		r.observe(op.Name, "failed", start, true)
+	} else {
+		r.observe(op.Name, "retrying", start, false)
+	}
 	r.finish(ctx, t, id, outcome{Final: final, Status: ae.Status(), Attempt: attempt, Body: data})
 	// The text asynq stores (and /monitoring/ shows) is built here, not taken
 	// from runErr: Prefect's error bodies may echo a request with a secret.
@@ -115,15 +121,12 @@ func (r *Runner) process(ctx context.Context, op Op, t *asynq.Task) error {
 	switch {
 	case !retry:
 		log.WithField("status", ae.Status()).Warn("job failed (not retryable)")
-		r.observe(op.Name, "failed", start, true)
 		return fmt.Errorf("%s: %w", msg, asynq.SkipRetry)
 	case final:
 		log.WithField("status", ae.Status()).Error("job failed: attempts exhausted")
-		r.observe(op.Name, "failed", start, true)
 		return errors.New(msg)
 	default:
 		log.WithField("status", ae.Status()).Info("job attempt failed; will retry")
-		r.observe(op.Name, "retrying", start, false)
 		return errors.New(msg)
 	}
 }
