@@ -1,0 +1,71 @@
+// Command relay-setup points Prefect at the relay: it creates or updates,
+// over Prefect's REST API, the Webhook block and the automation that call
+// POST <relay URL> for every RELAY_STATES state change. Idempotent: a second
+// run reports "unchanged" and changes nothing.
+//
+//	relay-setup -url https://proxy.example.org/webhooks/v1/notification/
+//
+// Reads PREFECT_API_URL, RELAY_INBOUND_KEY (or PREFECT_NOTIFICATIONS_WEBHOOK_KEY),
+// RELAY_STATES and RELAY_PUBLIC_URL (the -url default) from the environment / .env.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	env := config.Env(getenv, ".env")
+	fs := flag.NewFlagSet("relay-setup", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	publicURL := fs.String("url", env("RELAY_PUBLIC_URL"), "the relay's URL as Prefect reaches it, e.g. https://proxy.example.org/webhooks/v1/notification/ (env RELAY_PUBLIC_URL)")
+	blockName := fs.String("block-name", "dalgo-relay", "name of the Webhook block document")
+	automationName := fs.String("automation-name", "dalgo-relay: flow run states", "name of the automation")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *publicURL == "" {
+		return errors.New("relay-setup: -url (or RELAY_PUBLIC_URL) is required: the relay's public URL")
+	}
+	cfg, err := config.Load(env)
+	if err != nil {
+		return err
+	}
+	if cfg.RelayInboundKey == "" {
+		return errors.New("relay-setup: RELAY_INBOUND_KEY (or PREFECT_NOTIFICATIONS_WEBHOOK_KEY) is required: Prefect must send it")
+	}
+	pc := prefect.New(prefect.Config{
+		BaseURL: cfg.PrefectURL, Timeout: cfg.PrefectTimeout,
+		AuthString: cfg.PrefectAuthString, APIKey: cfg.PrefectAPIKey,
+	})
+	res, err := relay.Setup(ctx, pc, relay.SetupOptions{
+		URL: *publicURL, Key: cfg.RelayInboundKey, States: cfg.RelayStates,
+		BlockName: *blockName, AutomationName: *automationName,
+	})
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(res)
+}

@@ -1,0 +1,149 @@
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+)
+
+// Reconciler finds terminal states Prefect never notified (a lost webhook, a
+// Prefect restart, the automation missing) and queues their delivery.
+type Reconciler struct {
+	Prefect  *prefect.Client
+	Redis    redis.UniversalClient
+	Queue    Enqueuer
+	States   StateFilter
+	Interval time.Duration
+	// Overlap re-reads this much before the cursor: a run's end_time is
+	// written a little before its row becomes visible to a reader.
+	Overlap  time.Duration
+	MaxRetry int
+	Log      logrus.FieldLogger
+	Metrics  *Metrics
+	Now      func() time.Time
+}
+
+const (
+	cursorKey        = "relay:reconcile:cursor" // unix µs: scans start here (minus Overlap)
+	reconcileLockKey = "relay:reconcile:lock"
+)
+
+var terminalTypes = []string{"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+func (r *Reconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// Run ticks every Interval until ctx ends. Every worker runs it; a Redis
+// lease lets exactly one of them scan per interval.
+func (r *Reconciler) Run(ctx context.Context) {
+	if r.Interval <= 0 {
+		return
+	}
+	// Take the cursor at once, so "first start = now" is the start of the
+	// process, not one interval later.
+	if _, err := r.Tick(ctx); err != nil && ctx.Err() == nil {
+		r.Log.WithError(err).Warn("relay reconciler: scan failed")
+	}
+	t := time.NewTicker(r.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := r.Tick(ctx); err != nil && ctx.Err() == nil {
+				r.Log.WithError(err).Warn("relay reconciler: scan failed")
+			}
+		}
+	}
+}
+
+// Tick runs one scan if this worker wins the lease; it returns how many
+// deliveries it queued.
+func (r *Reconciler) Tick(ctx context.Context) (int, error) {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	token := hex.EncodeToString(b[:])
+	lease := r.Interval
+	if lease < time.Second {
+		lease = time.Second
+	}
+	// The lease outlives the scan on purpose (it is not released on success):
+	// a second worker ticking a moment later must not scan the same window.
+	ok, err := r.Redis.SetNX(ctx, reconcileLockKey, token, lease*9/10).Result()
+	if err != nil || !ok {
+		return 0, err
+	}
+	scanStart := r.now().UTC()
+	first, err := r.Redis.SetNX(ctx, cursorKey, strconv.FormatInt(scanStart.UnixMicro(), 10), 0).Result()
+	if err != nil {
+		return 0, err
+	}
+	if first {
+		// Never replay history: it would resend every old failure e-mail.
+		r.Log.WithField("cursor", scanStart).Info("relay reconciler: first start; cursor begins now")
+		return 0, nil
+	}
+	raw, err := r.Redis.Get(ctx, cursorKey).Result()
+	if err != nil {
+		return 0, err
+	}
+	us, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil {
+		return 0, errors.New("relay reconciler: bad cursor in Redis")
+	}
+	since := time.UnixMicro(us).UTC().Add(-r.Overlap)
+	rows, err := r.Prefect.FilterAll(ctx, "/flow_runs/filter", map[string]any{
+		"flow_runs": map[string]any{
+			"state":    map[string]any{"type": map[string]any{"any_": terminalTypes}},
+			"end_time": map[string]any{"after_": since.Format(time.RFC3339Nano)},
+		},
+		"sort": "END_TIME_DESC",
+	}, 0)
+	if err != nil {
+		// Keep the lease: the next tick retries the same window.
+		return 0, err
+	}
+	queued := 0
+	for _, row := range rows {
+		var fr flowRunJSON
+		if json.Unmarshal(row, &fr) != nil {
+			continue
+		}
+		n, ts := fr.notification()
+		n.Source = "reconciler"
+		n, err := finish(n, fr.ID, ts)
+		if err != nil || !n.Complete() || !r.States.Allows(n.State) {
+			continue
+		}
+		n.Received = r.now().UTC()
+		q, err := Enqueue(ctx, r.Queue, n, r.MaxRetry)
+		if err != nil {
+			return queued, err // cursor unchanged: the next scan redoes the window
+		}
+		if q {
+			queued++
+		}
+	}
+	if err := r.Redis.Set(ctx, cursorKey, strconv.FormatInt(scanStart.UnixMicro(), 10), 0).Err(); err != nil {
+		return queued, err
+	}
+	r.Metrics.reconcileQueued(queued)
+	if queued > 0 {
+		r.Log.WithFields(logrus.Fields{"runs": len(rows), "queued": queued}).Info("relay reconciler: queued terminal states")
+	}
+	return queued, nil
+}
