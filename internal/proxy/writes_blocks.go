@@ -509,6 +509,7 @@ func (s *Service) registerBlockSchema(ctx context.Context, slug, typeID string) 
 			return "", err
 		}
 		serverFields := fields
+		fields = nil // a fresh map: Unmarshal would merge into the server's
 		if err := json.Unmarshal([]byte(airbyteConnectionFields), &fields); err != nil {
 			return "", err
 		}
