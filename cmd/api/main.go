@@ -73,6 +73,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, st
 	})
 	svc := proxy.New(pc, log)
 	svc.DefaultWorkPool, svc.DefaultWorkQueue = cfg.DefaultWorkPool, cfg.DefaultWorkQueue
+	svc.FlowRepoURL, svc.FlowRepoBranch, svc.DeploymentEntrypoint = cfg.FlowRepoURL, cfg.FlowRepoBranch, cfg.DeploymentEntrypoint
 
 	ops := worker.WriteOps(svc)
 	if cfg.Embedded() {
