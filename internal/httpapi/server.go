@@ -15,6 +15,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
 )
 
 // Deps are what the handlers need. Optional parts may be nil; their routes
@@ -30,6 +31,9 @@ type Deps struct {
 	Jobs *jobs.Client
 	// Monitoring is asynqmon, mounted at /monitoring/ behind ADMIN_TOKEN.
 	Monitoring http.Handler
+	// Relay is the notification relay's ingress and dead-letter admin; nil:
+	// its routes answer 503.
+	Relay *relay.API
 }
 
 // New builds the api's http.Handler.

@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"errors"
+	"reflect"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,8 +45,30 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Terminal states the reconciler found in Prefect and queued.",
 		}),
 	}
-	reg.MustRegister(m.inbound, m.deliveries, m.send, m.endToEnd, m.reconciled)
+	m.inbound = register(reg, m.inbound)
+	m.deliveries = register(reg, m.deliveries)
+	m.send = register(reg, m.send)
+	m.endToEnd = register(reg, m.endToEnd)
+	m.reconciled = register(reg, m.reconciled)
 	return m
+}
+
+// register adds c to reg, or returns the collector already there: in
+// embedded mode the api and its in-process worker share one registry.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if reg == nil || reflect.ValueOf(reg).IsNil() {
+		return c
+	}
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic(err)
+	}
+	return c
 }
 
 func (m *Metrics) in(result string) {
@@ -76,3 +100,6 @@ func (m *Metrics) reconcileQueued(n int) {
 		m.reconciled.Add(float64(n))
 	}
 }
+
+// Inbound counts an ingress outcome decided outside Accept (key, size).
+func (m *Metrics) Inbound(result string) { m.in(result) }

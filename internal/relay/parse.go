@@ -66,7 +66,9 @@ type ParseError struct{ Message string }
 
 func (e *ParseError) Error() string { return e.Message }
 
-func parseErr(format string, args ...any) error { return &ParseError{Message: fmt.Sprintf(format, args...)} }
+func parseErr(format string, args ...any) error {
+	return &ParseError{Message: fmt.Sprintf(format, args...)}
+}
 
 const uuidRE = `[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}`
 
