@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect/prefecttest"
 )
@@ -247,41 +247,60 @@ func TestFilterDeploymentsPagesPastTheCap(t *testing.T) {
 
 func TestFilterWorkers(t *testing.T) {
 	t.Parallel()
-	worker := func(name string) map[string]any {
-		return map[string]any{"id": name, "name": name, "status": "ONLINE", "heartbeat_interval_seconds": 30}
+	// wk is a worker row: its Prefect status and how long ago it last beat.
+	type wk struct {
+		status string
+		age    time.Duration
+	}
+	online := func(n int) []wk {
+		out := make([]wk, n)
+		for i := range out {
+			out[i] = wk{"ONLINE", 10 * time.Second}
+		}
+		return out
 	}
 	cases := []struct {
 		name       string
 		body       string
-		pools      map[string]int // pool → ONLINE workers; absent pools are unknown to Prefect
-		failPool   string         // a pool whose filter answers 500
-		wantPools  []string       // pools asked, in any order
+		pools      map[string][]wk // absent pools are unknown to Prefect
+		failPool   string          // a pool whose filter answers 500
+		wantPools  []string        // pools asked, in any order
 		wantStatus int
 		wantBody   string
 	}{
 		{
 			name: "Django's body counts the pool's online workers", body: `{"work_queue_names":["ddp"],"work_pool_names":["dalgo-pool"]}`,
-			pools: map[string]int{"dalgo-pool": 3}, wantPools: []string{"dalgo-pool"},
+			pools: map[string][]wk{"dalgo-pool": append(online(3), wk{"OFFLINE", time.Hour})}, wantPools: []string{"dalgo-pool"},
 			wantStatus: 200, wantBody: `{"count":3}`,
 		},
 		{
 			name: "no pool named counts the default pool", body: `{"work_queue_names":["ddp"]}`,
-			pools: map[string]int{"default-agent-pool": 2}, wantPools: []string{"default-agent-pool"},
+			pools: map[string][]wk{"default-agent-pool": online(2)}, wantPools: []string{"default-agent-pool"},
 			wantStatus: 200, wantBody: `{"count":2}`,
 		},
 		{
 			name: "several pools are summed, duplicates asked once", body: `{"work_pool_names":["a","b","a"]}`,
-			pools: map[string]int{"a": 1, "b": 4}, wantPools: []string{"a", "b"},
+			pools: map[string][]wk{"a": online(1), "b": online(4)}, wantPools: []string{"a", "b"},
 			wantStatus: 200, wantBody: `{"count":5}`,
 		},
 		{
 			name: "an unknown pool counts 0", body: `{"work_pool_names":["ghost","a"]}`,
-			pools: map[string]int{"a": 1}, wantPools: []string{"ghost", "a"},
+			pools: map[string][]wk{"a": online(1)}, wantPools: []string{"ghost", "a"},
 			wantStatus: 200, wantBody: `{"count":1}`,
 		},
 		{
+			name: "an ONLINE worker silent for over 3 heartbeats is not counted (foreman's rule)", body: `{"work_pool_names":["a"]}`,
+			pools:     map[string][]wk{"a": {{"ONLINE", 10 * time.Second}, {"ONLINE", 89 * time.Second}, {"ONLINE", 5 * time.Minute}}},
+			wantPools: []string{"a"}, wantStatus: 200, wantBody: `{"count":2}`,
+		},
+		{
+			name: "status OFFLINE counts offline and stale workers", body: `{"work_pool_names":["a"],"status":"offline"}`,
+			pools:     map[string][]wk{"a": {{"ONLINE", 10 * time.Second}, {"ONLINE", 5 * time.Minute}, {"OFFLINE", time.Hour}}},
+			wantPools: []string{"a"}, wantStatus: 200, wantBody: `{"count":2}`,
+		},
+		{
 			name: "more than 200 workers are all counted", body: `{"work_pool_names":["big"]}`,
-			pools: map[string]int{"big": 230}, wantPools: []string{"big", "big"},
+			pools: map[string][]wk{"big": online(230)}, wantPools: []string{"big", "big"},
 			wantStatus: 200, wantBody: `{"count":230}`,
 		},
 		{
@@ -307,15 +326,13 @@ func TestFilterWorkers(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			fake, api := readsAPI(t, "")
-			var asked atomic.Int32
 			fake.Handle("POST /work_pools/{pool}/workers/filter", func(w http.ResponseWriter, r *http.Request) {
-				asked.Add(1)
 				pool := r.PathValue("pool")
 				if pool == tc.failPool {
 					prefecttest.Write(w, 500, map[string]string{"exception_message": "Internal Server Error"})
 					return
 				}
-				n, ok := tc.pools[pool]
+				workers, ok := tc.pools[pool]
 				if !ok {
 					prefecttest.Write(w, 404, map[string]string{"detail": fmt.Sprintf("Work pool %q not found.", pool)})
 					return
@@ -329,13 +346,19 @@ func TestFilterWorkers(t *testing.T) {
 					Limit, Offset int
 				}
 				_ = json.NewDecoder(r.Body).Decode(&req)
-				if len(req.Workers.Status.Any) != 1 || req.Workers.Status.Any[0] != "ONLINE" {
-					prefecttest.Write(w, 400, map[string]string{"detail": "expected an ONLINE status filter"})
-					return
+				var match []wk // Prefect applies the status filter
+				for _, w := range workers {
+					if len(req.Workers.Status.Any) == 0 || req.Workers.Status.Any[0] == w.status {
+						match = append(match, w)
+					}
 				}
 				rows := []any{}
-				for i := req.Offset; i < n && i < req.Offset+req.Limit; i++ {
-					rows = append(rows, worker(fmt.Sprint("w", i)))
+				for i := req.Offset; i < len(match) && i < req.Offset+req.Limit; i++ {
+					rows = append(rows, map[string]any{
+						"id": fmt.Sprint("w", i), "name": fmt.Sprint("w", i), "status": match[i].status,
+						"heartbeat_interval_seconds": 30,
+						"last_heartbeat_time":        time.Now().Add(-match[i].age).UTC().Format(time.RFC3339Nano),
+					})
 				}
 				prefecttest.Write(w, 200, rows)
 			})
