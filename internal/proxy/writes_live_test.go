@@ -288,6 +288,34 @@ func TestLiveDeploymentsAndRuns(t *testing.T) {
 	_, err = runOp(t, s, OpDeploymentUpdate, map[string]string{"deployment_id": uuid.NewString()}, `{}`, "")
 	wantStatus(t, err, 400, "failed to update the deployment")
 
+	// Slugged schedules (created by someone else): replaced and removed too.
+	slugged := `{"flow_name":"m","deployment_name":"slugged-` + sfx + `","org_slug":"org","deployment_params":{"config":{}},"work_pool_name":"` + pool + `"}`
+	res = ok(runOp(t, s, OpDeploymentCreate, nil, slugged, ""))
+	sid := map[string]string{"deployment_id": res["deployment"].(map[string]any)["id"].(string)}
+	t.Cleanup(func() {
+		_ = s.prefect.Do(ctx, http.MethodDelete, "/deployments/"+sid["deployment_id"], nil, nil, false)
+	})
+	if err := s.prefect.Do(ctx, http.MethodPost, "/deployments/"+sid["deployment_id"]+"/schedules",
+		[]any{map[string]any{"schedule": map[string]any{"cron": "0 2 * * *"}, "active": true, "slug": "daily"},
+			map[string]any{"schedule": map[string]any{"cron": "0 3 * * *"}, "active": true, "slug": "other"}}, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	ok(runOp(t, s, OpDeploymentSetSchedule, map[string]string{"deployment_id": sid["deployment_id"], "status": "inactive"}, "{}", ""))
+	ok(runOp(t, s, OpDeploymentUpdate, sid, `{"cron":"0 9 * * *"}`, ""))
+	var sl struct {
+		Schedules []struct {
+			Schedule struct{ Cron string }
+			Active   bool
+		}
+	}
+	if err := s.prefect.Get(ctx, "/deployments/"+sid["deployment_id"], &sl); err != nil || len(sl.Schedules) != 1 || sl.Schedules[0].Schedule.Cron != "0 9 * * *" {
+		t.Fatalf("slugged schedules after update: %+v %v", sl, err)
+	}
+	ok(runOp(t, s, OpDeploymentUpdate, sid, `{"cron":null}`, ""))
+	if err := s.prefect.Get(ctx, "/deployments/"+sid["deployment_id"], &sl); err != nil || len(sl.Schedules) != 0 {
+		t.Fatalf("schedules after cron null: %+v %v", sl, err)
+	}
+
 	// Entrypoint.
 	ok(runOp(t, s, OpDeploymentEntrypoint, id, `{"entrypoint":"proxy/prefect_flows.py:deployment_schedule_flow_v4"}`, ""))
 	if d = read(); string(d.Entrypoint) != `"proxy/prefect_flows.py:deployment_schedule_flow_v4"` {
@@ -325,7 +353,8 @@ func TestLiveDeploymentsAndRuns(t *testing.T) {
 		t.Fatalf("scheduled run %+v", fr)
 	}
 	rid := map[string]string{"flow_run_id": schedRun}
-	ok(runOp(t, s, OpFlowRunCancel, rid, `{"state":{"name":"Cancelling","type":"CANCELLING"},"force":"False"}`, ""))
+	// Django sends force as the string "True"/"False"; Prefect coerces it.
+	ok(runOp(t, s, OpFlowRunCancel, rid, `{"state":{"name":"Cancelling","type":"CANCELLING"},"force":"True"}`, ""))
 	if err := s.prefect.Get(ctx, "/flow_runs/"+schedRun, &fr); err != nil {
 		t.Fatal(err)
 	}
