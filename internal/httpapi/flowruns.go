@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -158,6 +159,9 @@ func flowRunGraph(s *proxy.Service) handler {
 	}
 }
 
+// maxHours bounds nhours of route 35 (about 114 years).
+const maxHours = 1_000_000
+
 // longRunningFlowRuns is route 35, GET /proxy/flow_runs/long-running/{nhours}
 // [?start_time_str=<ISO-8601>] → {"flow_runs": [<Prefect flow run>...]}: runs
 // RUNNING since before start_time_str (default now) minus nhours. A naive
@@ -166,8 +170,13 @@ func longRunningFlowRuns(s *proxy.Service) handler {
 	return func(c *gin.Context) (any, error) {
 		var q queryErrs
 		nhours, fe := parseIntParam(c.Param("nhours"), "path", "nhours")
-		if fe != nil {
+		switch {
+		case fe != nil:
 			q = append(q, *fe)
+		case nhours > maxHours || nhours < -maxHours:
+			// Beyond this the date overflows (Python raised OverflowError, a 500).
+			q = append(q, apperr.Field("less_than_equal",
+				fmt.Sprintf("Input should be between -%d and %d", maxHours, maxHours), "path", "nhours"))
 		}
 		since := time.Now()
 		if v, ok := lastQuery(c, "start_time_str"); ok && v != "" {

@@ -350,6 +350,8 @@ func TestLongRunningFlowRuns(t *testing.T) {
 		{"default is now", "/proxy/flow_runs/long-running/2", 200, "now", ""},
 		{"nhours not an int", "/proxy/flow_runs/long-running/two", 422, "",
 			`{"detail":[{"loc":["path","nhours"],"msg":"Input should be a valid integer, unable to parse string as an integer","type":"int_parsing"}]}`},
+		{"nhours out of range", "/proxy/flow_runs/long-running/99999999999", 422, "",
+			`{"detail":[{"loc":["path","nhours"],"msg":"Input should be between -1000000 and 1000000","type":"less_than_equal"}]}`},
 		{"bad start_time_str", "/proxy/flow_runs/long-running/2?start_time_str=noon", 422, "",
 			`{"detail":[{"loc":["query","start_time_str"],"msg":"Input should be a valid ISO-8601 datetime","type":"datetime_parsing"}]}`},
 	}
