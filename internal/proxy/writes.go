@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -88,7 +89,11 @@ func op[P any](name, queue string, decode func(map[string]string, []byte) (P, er
 		},
 		Run: func(ctx context.Context, s *Service, raw json.RawMessage, jobID string) (any, error) {
 			var p P
-			if err := json.Unmarshal(raw, &p); err != nil {
+			// UseNumber: parameters pass through to Prefect with their
+			// numbers intact (Python ints have no 2^53 limit).
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.UseNumber()
+			if err := dec.Decode(&p); err != nil {
 				// A payload we wrote ourselves does not decode: a bug or a
 				// job from an incompatible version. Retrying cannot help.
 				return nil, apperr.Wrap(apperr.Internal, err, "invalid job payload for %s", name)

@@ -713,6 +713,18 @@ func TestRunFlowRuns(t *testing.T) {
 			},
 		},
 		{
+			name: "create run: big integers reach Prefect intact", op: OpFlowRunCreate, params: dep, jobID: "job-big",
+			body:   `{"config":{"n":12345678901234567890,"f":0.1}}`,
+			setup:  func(f *prefecttest.Server) { f.JSON("POST /deployments/{id}/create_flow_run", 201, created) },
+			result: `{"flow_run_id":"` + runID + `","name":"glossy-bittern"}`,
+			calls:  []string{"POST /deployments/" + depID + "/create_flow_run"},
+			check: func(t *testing.T, calls []prefecttest.Call) {
+				if !strings.Contains(string(calls[0].Body), `"parameters":{"config":{"f":0.1,"n":12345678901234567890}}`) {
+					t.Errorf("body %s", calls[0].Body)
+				}
+			},
+		},
+		{
 			name: "create run: no body", op: OpFlowRunCreate, params: dep, jobID: "job-2",
 			setup:  func(f *prefecttest.Server) { f.JSON("POST /deployments/{id}/create_flow_run", 201, created) },
 			result: `{"flow_run_id":"` + runID + `","name":"glossy-bittern"}`,
