@@ -26,6 +26,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/logging"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/worker"
 )
 
@@ -106,6 +107,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, st
 		Metrics:    httpapi.NewMetrics(reg),
 		Jobs:       jc,
 		Monitoring: mon,
+		Relay:      relay.NewAPI(cfg, rdb, log.WithField("component", "relay"), reg),
 		Ready: func(c *gin.Context) error {
 			ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 			defer cancel()

@@ -38,7 +38,11 @@ func NewDjango(u *url.URL, key string) *Django {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = 256
 	tr.MaxIdleConnsPerHost = 128
-	return &Django{URL: u.String(), Key: key, HTTP: &http.Client{
+	target := ""
+	if u != nil {
+		target = u.String()
+	}
+	return &Django{URL: target, Key: key, HTTP: &http.Client{
 		Transport:     tr,
 		Timeout:       15 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

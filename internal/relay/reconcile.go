@@ -49,7 +49,7 @@ func (r *Reconciler) now() time.Time {
 // Run ticks every Interval until ctx ends. Every worker runs it; a Redis
 // lease lets exactly one of them scan per interval.
 func (r *Reconciler) Run(ctx context.Context) {
-	if r.Interval <= 0 {
+	if r.Interval <= 0 || r.Prefect == nil {
 		return
 	}
 	// Take the cursor at once, so "first start = now" is the start of the

@@ -19,6 +19,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
 )
 
 // Deps are the worker's collaborators.
@@ -47,6 +48,7 @@ type Worker struct {
 	// delays picks the retry delay per task type (write jobs back off per
 	// DESIGN.md; relay deliveries follow RELAY_RETRY_SCHEDULE).
 	delays map[string]asynq.RetryDelayFunc
+	relay  *relay.Worker // notification deliveries and the reconciler (internal/relay)
 }
 
 // New builds a worker with every write op registered; Start begins fetching jobs.
@@ -81,6 +83,12 @@ func New(d Deps) (*Worker, error) {
 	for _, op := range d.Ops {
 		w.Handle(op.Name, runner.Handler(op), jobs.RetryDelay)
 	}
+	// Relay: deliveries to Django on RELAY_RETRY_SCHEDULE, and the reconciler
+	// (skipped for a zero Config, as in unit tests, which has no Django URL).
+	if d.Config.DjangoWebhookURL != nil {
+		w.relay = relay.NewWorker(d.Config, w.rdb, d.Prefect, d.Log.WithField("component", "relay"), d.Registry)
+		w.Handle(relay.TaskType, w.relay.Handler, w.relay.RetryDelay)
+	}
 	return w, nil
 }
 
@@ -105,12 +113,14 @@ func (w *Worker) Start() error {
 	if err := w.srv.Start(w.mux); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
+	w.relay.Start()
 	return nil
 }
 
 // Shutdown stops fetching, waits for in-flight jobs (bounded by the server's
 // ShutdownTimeout) and hands unfinished ones back to the queue.
 func (w *Worker) Shutdown() {
+	w.relay.Stop()
 	w.srv.Shutdown()
 	_ = w.rdb.Close()
 }
