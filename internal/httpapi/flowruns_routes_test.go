@@ -403,3 +403,47 @@ func TestLongRunningFlowRuns(t *testing.T) {
 		}
 	})
 }
+
+func TestGraphRoutesChunkManyNodes(t *testing.T) {
+	t.Parallel()
+	w := &prefectWorld{}
+	r := w.run(testDep, "big", "COMPLETED", "Completed")
+	for i := range 450 {
+		tk := w.task(r, fmt.Sprint("t", i), "COMPLETED", "Completed")
+		w.log(r, tk, fmt.Sprint("log of t", i))
+	}
+	fake, h := flowRunsAPI(t, w)
+	for _, path := range []string{"/proxy/flow_runs/graph/", "/proxy/flow_runs/v1/logs/"} {
+		code, body := serveReads(t, h, "GET", path+r.ID, "")
+		if code != 200 {
+			t.Fatalf("%s: %d %s", path, code, body)
+		}
+		nodes := mustJSON(t, body).([]any)
+		if len(nodes) != 450 {
+			t.Fatalf("%s: %d nodes", path, len(nodes))
+		}
+		for i, n := range nodes {
+			m := n.(map[string]any)
+			if m["label"] != fmt.Sprint("t", i) || m["state_name"] != "Completed" {
+				t.Fatalf("%s: node %d = %v", path, i, m)
+			}
+			if logs, ok := m["logs"].([]any); ok && (len(logs) != 1 || logs[0].(map[string]any)["message"] != fmt.Sprint("log of t", i)) {
+				t.Fatalf("%s: node %d logs = %v", path, i, logs)
+			}
+		}
+	}
+	// Every id filter carries at most 200 ids (bound parameters per statement).
+	for _, c := range fake.Calls() {
+		if c.Method != "POST" {
+			continue
+		}
+		b := c.JSON(t)
+		for _, f := range []map[string]any{obj(b, "task_runs"), obj(b, "logs")} {
+			for _, k := range []string{"id", "task_run_id", "flow_run_id"} {
+				if n := len(anyOf(f, k)); n > 200 {
+					t.Fatalf("%s carries %d ids", c.Path, n)
+				}
+			}
+		}
+	}
+}
