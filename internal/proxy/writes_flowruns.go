@@ -82,12 +82,12 @@ func decodeFlowRunDelete(params map[string]string, _ []byte) (FlowRunPayload, er
 	return FlowRunPayload{FlowRunID: id}, nil
 }
 
-// FlowRunRetryPayload is route 24's job payload. The retry time is fixed
-// when the request arrives, so a job retried later still means "N minutes
-// after Django asked".
+// FlowRunRetryPayload is route 24's job payload. It holds the minutes, not
+// a time: a payload must be the same for the same request, because the job
+// system fingerprints it to recognise a repeated Idempotency-Key.
 type FlowRunRetryPayload struct {
-	FlowRunID     string    `json:"flow_run_id"`
-	ScheduledTime time.Time `json:"scheduled_time"`
+	FlowRunID string `json:"flow_run_id"`
+	Minutes   int64  `json:"minutes"`
 }
 
 func decodeFlowRunRetry(params map[string]string, body []byte) (FlowRunRetryPayload, error) {
@@ -96,17 +96,16 @@ func decodeFlowRunRetry(params map[string]string, body []byte) (FlowRunRetryPayl
 	if err != nil {
 		return p, err
 	}
-	minutes := c.integer("minutes")
+	p.Minutes = c.integer("minutes")
 	if err := c.err(); err != nil {
 		return p, err
 	}
 	p.FlowRunID = params["flow_run_id"]
 	// pendulum overflowed (inside the route's try) long before this bound.
 	const maxMinutes = 1 << 30
-	if !isUUIDPath(p.FlowRunID) || minutes > maxMinutes || minutes < -maxMinutes {
+	if !isUUIDPath(p.FlowRunID) || p.Minutes > maxMinutes || p.Minutes < -maxMinutes {
 		return p, badRequest("%s", msgFlowRun(p.FlowRunID))
 	}
-	p.ScheduledTime = time.Now().UTC().Add(time.Duration(minutes) * time.Minute)
 	return p, nil
 }
 
@@ -185,13 +184,14 @@ func (s *Service) runFlowRunDelete(ctx context.Context, p FlowRunPayload, _ stri
 // runFlowRunRetry is route 24: force the run to AwaitingRetry; Prefect's
 // orchestration result is ignored, as in Python.
 func (s *Service) runFlowRunRetry(ctx context.Context, p FlowRunRetryPayload, _ string) (any, error) {
+	at := time.Now().UTC().Add(time.Duration(p.Minutes) * time.Minute)
 	body := map[string]any{
 		"force": true,
 		"state": map[string]any{
 			"name":          "AwaitingRetry",
 			"message":       "Retry via prefect proxy",
 			"type":          "SCHEDULED",
-			"state_details": map[string]any{"scheduled_time": p.ScheduledTime.UTC().Format(time.RFC3339Nano)},
+			"state_details": map[string]any{"scheduled_time": at.Format(time.RFC3339Nano)},
 		},
 	}
 	err := s.prefect.Do(ctx, http.MethodPost, "/flow_runs/"+p.FlowRunID+"/set_state", body, nil, true)
