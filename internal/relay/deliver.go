@@ -159,6 +159,14 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("relay: bad task payload: %v: %w", err, asynq.SkipRetry)
 	}
 	owner, _ := asynq.GetTaskID(ctx)
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	return h.Process(ctx, n, owner, retried >= maxRetry)
+}
+
+// Process delivers n on behalf of task owner; lastAttempt says asynq will
+// archive the task if this attempt fails.
+func (h *Handler) Process(ctx context.Context, n Notification, owner string, lastAttempt bool) error {
 	log := h.Log.WithFields(logrus.Fields{"flow_run_id": n.FlowRunID, "state": n.State, "task_id": owner, "source": n.Source})
 
 	if !n.Complete() {
@@ -234,9 +242,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			"PREFECT_NOTIFICATIONS_WEBHOOK_KEY; the delivery is archived (replay it from the relay admin routes)")
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	if retried >= maxRetry {
+	if lastAttempt {
 		h.Metrics.delivery("archived")
 		log.WithError(err).Error("relay: delivery failed for 24 h; archived (replay it from the relay admin routes)")
 	} else {
