@@ -44,12 +44,12 @@ func TestStaleStatesNeverOvertakeTerminal(t *testing.T) {
 		steps []Notification
 		want  []string
 	}{
-		{"in order", []Notification{note("Pending", t0), note("Running", t0.Add(time.Second)), note("Completed", t0.Add(2 * time.Second))},
+		{"in order", []Notification{note("Pending", t0), note("Running", t0.Add(time.Second)), note("Completed", t0.Add(2*time.Second))},
 			[]string{"Pending", "Running", "Completed"}},
-		{"late Running after Completed is dropped", []Notification{note("Completed", t0.Add(2 * time.Second)), note("Running", t0.Add(time.Second)), note("Pending", t0)},
+		{"late Running after Completed is dropped", []Notification{note("Completed", t0.Add(2*time.Second)), note("Running", t0.Add(time.Second)), note("Pending", t0)},
 			[]string{"Completed"}},
 		{"re-entry after Failed with a newer timestamp is delivered",
-			[]Notification{note("Running", t0), note("Failed", t0.Add(time.Second)), note("Running", t0.Add(time.Minute)), note("Completed", t0.Add(2 * time.Minute))},
+			[]Notification{note("Running", t0), note("Failed", t0.Add(time.Second)), note("Running", t0.Add(time.Minute)), note("Completed", t0.Add(2*time.Minute))},
 			[]string{"Running", "Failed", "Running", "Completed"}},
 		{"a Failed superseded by a later Completed is dropped", []Notification{note("Completed", t0.Add(time.Minute)), note("Failed", t0)},
 			[]string{"Completed"}},
@@ -79,7 +79,7 @@ func TestStaleStatesNeverOvertakeTerminal(t *testing.T) {
 func TestConcurrentDuplicatesReachDjangoOnce(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	states := []Notification{note("Pending", t0), note("Running", t0.Add(time.Second)), note("Completed", t0.Add(2 * time.Second))}
+	states := []Notification{note("Pending", t0), note("Running", t0.Add(time.Second)), note("Completed", t0.Add(2*time.Second))}
 	var wg sync.WaitGroup
 	for copy := 0; copy < 8; copy++ {
 		for i, n := range states {
