@@ -31,7 +31,7 @@ func parseBody(body []byte) (v any, ok bool, err *apperr.Error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if e := dec.Decode(&v); e != nil {
-		return nil, false, jsonInvalid(e)
+		return nil, false, jsonInvalid(e, len(body))
 	}
 	// Python's json.loads rejects trailing data ("Extra data") at the
 	// position of the first character after the value.
@@ -49,8 +49,11 @@ func parseBody(body []byte) (v any, ok bool, err *apperr.Error) {
 	return v, true, nil
 }
 
-func jsonInvalid(e error) *apperr.Error {
-	pos := 0
+// jsonInvalid is FastAPI's answer to a body json.loads rejects; loc ends
+// with the character position Python reports (the end of the body when it
+// stops early, as in "{" or whitespace only).
+func jsonInvalid(e error, size int) *apperr.Error {
+	pos := size
 	var se *json.SyntaxError
 	if errors.As(e, &se) && se.Offset > 0 {
 		pos = int(se.Offset) - 1

@@ -54,6 +54,10 @@ func TestDecode(t *testing.T) {
 			want: `{"detail":[{"type":"model_attributes_type","loc":["body"],"msg":"Input should be a valid dictionary or object to extract fields from"}]}`},
 		{name: "invalid JSON gives its position", op: OpAirbyteServerCreate, body: `{bad`, status: 422,
 			want: `{"detail":[{"type":"json_invalid","loc":["body",1],"msg":"JSON decode error"}]}`},
+		{name: "truncated JSON ends at the body's end", op: OpSecretCreate, body: `{"secret":`, status: 422,
+			want: `{"detail":[{"type":"json_invalid","loc":["body",10],"msg":"JSON decode error"}]}`},
+		{name: "whitespace only is invalid JSON", op: OpSecretCreate, body: "  ", status: 422,
+			want: `{"detail":[{"type":"json_invalid","loc":["body",2],"msg":"JSON decode error"}]}`},
 		{name: "trailing data is invalid JSON", op: OpSecretCreate, body: `{} x`, status: 422,
 			want: `{"detail":[{"type":"json_invalid","loc":["body",3],"msg":"JSON decode error"}]}`},
 
