@@ -56,3 +56,11 @@ compose-check:
 
 clean:
 	rm -rf bin .run
+
+# Read-path benchmarks (docs/BENCHMARKS.md). They print numbers and never fail
+# on time. BENCH_PREFECT_URL=http://127.0.0.1:4299/api adds the real-Prefect cases.
+.PHONY: bench
+bench:
+	$(GO) test -run '^$$' -bench 'Poll/upstream=fast-fake' -benchtime 4000x ./internal/bench/
+	$(GO) test -run '^$$' -bench 'History' -benchtime 10x ./internal/bench/
+	@if [ -n "$$BENCH_PREFECT_URL" ]; then $(GO) test -run '^$$' -bench 'Poll/upstream=prefect' -benchtime 400x ./internal/bench/; fi
