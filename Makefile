@@ -15,7 +15,7 @@ help:
 	@echo "make run    - start Prefect (if none answers) and the api on :8085"
 	@echo "make test   - install test deps, go vet, gofmt check, all tests with -race against real Redis and Prefect"
 	@echo "make unit   - unit tests only (no Prefect, no Redis server)"
-	@echo "make build  - build bin/api and bin/worker"
+	@echo "make build  - build bin/api, bin/worker and bin/relay-setup"
 	@echo "PREFECT_VERSION=3.9.1 make test   - the same against another Prefect release"
 
 run:
@@ -29,7 +29,7 @@ prefect-venv: deps
 	@bash scripts/prefect-venv.sh
 
 build:
-	$(GO) build -o bin/ ./cmd/api ./cmd/worker
+	$(GO) build -o bin/ ./cmd/api ./cmd/worker ./cmd/relay-setup
 
 vet:
 	$(GO) vet $(GO_PKGS)
