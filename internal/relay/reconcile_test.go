@@ -1,0 +1,147 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect/prefecttest"
+)
+
+// recordingQueue stands in for asynq's client, refusing a task id it holds.
+type recordingQueue struct {
+	mu    sync.Mutex
+	tasks map[string]Notification
+}
+
+func (q *recordingQueue) EnqueueContext(_ context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	id := ""
+	for _, o := range opts {
+		if o.Type() == asynq.TaskIDOpt {
+			id = o.Value().(string)
+		}
+	}
+	if _, ok := q.tasks[id]; ok {
+		return nil, asynq.ErrTaskIDConflict
+	}
+	var n Notification
+	_ = json.Unmarshal(t.Payload(), &n)
+	if q.tasks == nil {
+		q.tasks = map[string]Notification{}
+	}
+	q.tasks[id] = n
+	return &asynq.TaskInfo{ID: id}, nil
+}
+
+func TestReconciler(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	now := t0
+	var filters []map[string]any
+	var mu sync.Mutex
+	runs := []map[string]any{}
+	r.prefect.Handle("POST /flow_runs/filter", func(w http.ResponseWriter, req *http.Request) {
+		var body map[string]any
+		_ = json.NewDecoder(req.Body).Decode(&body)
+		mu.Lock()
+		filters = append(filters, body)
+		page := runs
+		mu.Unlock()
+		off := int(body["offset"].(float64))
+		lim := int(body["limit"].(float64))
+		page = page[min(off, len(page)):min(off+lim, len(page))]
+		prefecttest.Write(w, 200, page)
+	})
+	q := &recordingQueue{}
+	rec := &Reconciler{
+		Prefect: r.prefect.Client(), Redis: r.rdb, Queue: q, States: r.h.States,
+		Interval: time.Second, Overlap: time.Minute, MaxRetry: 3, Log: r.h.Log,
+		Now: func() time.Time { return now },
+	}
+	ctx := context.Background()
+
+	// First start: the cursor begins now, Prefect is not even asked.
+	if n, err := rec.Tick(ctx); err != nil || n != 0 || len(filters) != 0 {
+		t.Fatalf("first tick: %d %v, %d scans", n, err, len(filters))
+	}
+	// Within the lease another worker (or tick) does nothing.
+	if n, err := rec.Tick(ctx); err != nil || n != 0 || len(filters) != 0 {
+		t.Fatalf("leased tick: %d %v", n, err)
+	}
+	r.mr.FastForward(time.Second)
+	now = now.Add(30 * time.Second)
+	// 450 terminal runs: more than two pages of Prefect's 200 cap; one with
+	// a state outside RELAY_STATES.
+	for i := 0; i < 450; i++ {
+		state, typ := "Completed", "COMPLETED"
+		if i == 7 {
+			state, typ = "Cached", "COMPLETED"
+		}
+		runs = append(runs, map[string]any{
+			"id": uuidN(i), "name": "run_" + state,
+			"state": map[string]any{"id": "s", "name": state, "type": typ, "timestamp": t0.Add(time.Duration(i) * time.Millisecond).Format(time.RFC3339Nano)},
+		})
+	}
+	n, err := rec.Tick(ctx)
+	if err != nil || n != 449 {
+		t.Fatalf("tick: %d %v", n, err)
+	}
+	f := filters[0]["flow_runs"].(map[string]any)
+	after := f["end_time"].(map[string]any)["after_"].(string)
+	if want := t0.Add(-time.Minute).Format(time.RFC3339Nano); after != want {
+		t.Fatalf("scan starts %s, want cursor - overlap %s", after, want)
+	}
+	if types := f["state"].(map[string]any)["type"].(map[string]any)["any_"]; len(types.([]any)) != 4 {
+		t.Fatalf("state filter %v", types)
+	}
+	// The next scan overlaps: the same runs come again, nothing new is queued
+	// (their task ids are still held; once done, the store drops them).
+	r.mr.FastForward(time.Second)
+	now = now.Add(30 * time.Second)
+	if n, err := rec.Tick(ctx); err != nil || n != 0 {
+		t.Fatalf("overlap tick: %d %v", n, err)
+	}
+	last := filters[len(filters)-1]["flow_runs"].(map[string]any)["end_time"].(map[string]any)["after_"].(string)
+	if want := t0.Add(30 * time.Second).Add(-time.Minute).Format(time.RFC3339Nano); last != want {
+		t.Fatalf("cursor not advanced: %s want %s", last, want)
+	}
+	// A reconciled delivery and the webhook for the same state change reach Django once.
+	var one Notification
+	for id, n := range q.tasks {
+		if n.FlowRunID == uuidN(3) {
+			if err := r.h.Process(ctx, n, id, false); err != nil {
+				t.Fatal(err)
+			}
+			one = n
+		}
+	}
+	hook := one
+	hook.Source = "template"
+	if err := r.h.Process(ctx, hook, "webhook-task", false); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.django.received(); len(got) != 1 {
+		t.Fatalf("Django received %+v", got)
+	}
+}
+
+func uuidN(i int) string {
+	return "00000000-0000-4000-8000-" + leftPad(i)
+}
+
+func leftPad(i int) string {
+	s := "000000000000"
+	d := []byte(s)
+	for p := len(d) - 1; i > 0 && p >= 0; p-- {
+		d[p] = byte('0' + i%10)
+		i /= 10
+	}
+	return string(d)
+}
