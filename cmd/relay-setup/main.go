@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
@@ -41,6 +42,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	publicURL := fs.String("url", env("RELAY_PUBLIC_URL"), "the relay's URL as Prefect reaches it, e.g. https://proxy.example.org/webhooks/v1/notification/ (env RELAY_PUBLIC_URL)")
 	blockName := fs.String("block-name", "dalgo-relay", "name of the Webhook block document")
 	automationName := fs.String("automation-name", "dalgo-relay: flow run states", "name of the automation")
+	tags := fs.String("tags", "", "comma-separated Prefect tags: only runs with one of them notify (default: every run)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -60,7 +62,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 	res, err := relay.Setup(ctx, pc, relay.SetupOptions{
 		URL: *publicURL, Key: cfg.RelayInboundKey, States: cfg.RelayStates,
-		BlockName: *blockName, AutomationName: *automationName,
+		BlockName: *blockName, AutomationName: *automationName, Tags: splitList(*tags),
 	})
 	if err != nil {
 		return err
@@ -68,4 +70,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(res)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -18,6 +18,9 @@ type SetupOptions struct {
 	States         []string // RELAY_STATES: one trigger event per state name
 	BlockName      string   // Webhook block document name (default dalgo-relay)
 	AutomationName string   // default "dalgo-relay: flow run states"
+	// Tags, when set, limit the automation to runs carrying one of these
+	// Prefect tags (as Prefect 2's notification policies could); empty: all runs.
+	Tags []string
 }
 
 // SetupResult reports what changed: created, updated or unchanged.
@@ -117,6 +120,14 @@ func setupAutomation(ctx context.Context, pc *prefect.Client, o SetupOptions, bl
 		expect = append(expect, "prefect.flow-run."+s)
 	}
 	sort.Strings(expect)
+	related := map[string]any{}
+	if len(o.Tags) > 0 {
+		ids := make([]string, 0, len(o.Tags))
+		for _, t := range o.Tags {
+			ids = append(ids, "prefect.tag."+t)
+		}
+		related = map[string]any{"prefect.resource.id": ids, "prefect.resource.role": "tag"}
+	}
 	want := map[string]any{
 		"name":        o.AutomationName,
 		"description": "Sends flow-run state changes to the prefect-proxy relay, which forwards them to Dalgo. Managed by relay-setup; edits are overwritten.",
@@ -124,7 +135,7 @@ func setupAutomation(ctx context.Context, pc *prefect.Client, o SetupOptions, bl
 		"trigger": map[string]any{
 			"type": "event", "posture": "Reactive", "threshold": 1, "within": 0,
 			"match":         map[string]any{"prefect.resource.id": "prefect.flow-run.*"},
-			"match_related": map[string]any{},
+			"match_related": related,
 			"after":         []string{},
 			"expect":        expect,
 			"for_each":      []string{"prefect.resource.id"},
