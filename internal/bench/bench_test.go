@@ -24,8 +24,11 @@ import (
 // Benchmarks of the read path. They print numbers (b.ReportMetric) and assert
 // only correctness (status 200, the same answer as the baseline), never time.
 //
-//	go test -run '^$' -bench 'Poll' -benchtime 4000x ./internal/bench/
+//	go test -run '^$' -bench 'Poll/upstream=fast-fake' -benchtime 4000x ./internal/bench/
 //	go test -run '^$' -bench 'History' -benchtime 10x ./internal/bench/
+//	BENCH_PREFECT_URL=... go test -run '^$' -bench 'Poll/upstream=prefect' -benchtime 400x ./internal/bench/
+//
+// (`make bench` runs these; results and how to read them: docs/BENCHMARKS.md.)
 //
 // Environment:
 //	BENCH_PREFECT_URL         a real Prefect API root (e.g. http://127.0.0.1:4299/api):
