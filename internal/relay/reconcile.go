@@ -20,6 +20,7 @@ import (
 type Reconciler struct {
 	Prefect  *prefect.Client
 	Redis    redis.UniversalClient
+	Store    *Store // skips state changes already delivered; nil: queue them all (the worker drops duplicates)
 	Queue    Enqueuer
 	States   StateFilter
 	Interval time.Duration
@@ -117,7 +118,7 @@ func (r *Reconciler) Tick(ctx context.Context) (int, error) {
 		// Keep the lease: the next tick retries the same window.
 		return 0, err
 	}
-	queued := 0
+	found := make([]Notification, 0, len(rows))
 	for _, row := range rows {
 		var fr flowRunJSON
 		if json.Unmarshal(row, &fr) != nil {
@@ -127,6 +128,21 @@ func (r *Reconciler) Tick(ctx context.Context) (int, error) {
 		n.Source = "reconciler"
 		n, err := finish(n, fr.ID, ts)
 		if err != nil || !n.Complete() || !r.States.Allows(n.State) {
+			continue
+		}
+		found = append(found, n)
+	}
+	// Most of what a scan finds was delivered by the webhook (and the overlap
+	// re-reads the previous scan): skip those without queueing a task.
+	var done []bool
+	if r.Store != nil && len(found) > 0 {
+		if done, err = r.Store.Delivered(ctx, found); err != nil {
+			return 0, err
+		}
+	}
+	queued := 0
+	for i, n := range found {
+		if done != nil && done[i] {
 			continue
 		}
 		n.Received = r.now().UTC()

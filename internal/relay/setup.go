@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"reflect"
 	"sort"
+	"time"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 )
@@ -53,6 +54,27 @@ func Setup(ctx context.Context, pc *prefect.Client, o SetupOptions) (SetupResult
 	if o.URL == "" || o.Key == "" || len(o.States) == 0 {
 		return SetupResult{}, fmt.Errorf("relay setup: the relay URL, the key and at least one state are required")
 	}
+	// Every step reads before it writes, so the whole setup can simply run
+	// again when Prefect's SQLite answers 503 to a write (which Prefect's
+	// client does not retry for non-idempotent calls).
+	var res SetupResult
+	var err error
+	for attempt := 0; attempt < 4; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return res, err
+			case <-time.After(prefect.Backoff(500*time.Millisecond, 5*time.Second, attempt)):
+			}
+		}
+		if res, err = setupOnce(ctx, pc, o); err == nil || !prefect.Retryable(err) {
+			return res, err
+		}
+	}
+	return res, err
+}
+
+func setupOnce(ctx context.Context, pc *prefect.Client, o SetupOptions) (SetupResult, error) {
 	var res SetupResult
 	var err error
 	if res.BlockID, res.Block, err = setupBlock(ctx, pc, o); err != nil {

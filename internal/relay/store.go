@@ -123,6 +123,24 @@ func (s *Store) Admit(ctx context.Context, n Notification, owner string) (Verdic
 	return 0, fmt.Errorf("relay: admit: unexpected answer %d", res)
 }
 
+// Delivered reports, for each notification, whether its state change is
+// already done (delivered, or dropped as stale). One pipelined round trip.
+func (s *Store) Delivered(ctx context.Context, ns []Notification) ([]bool, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(ns))
+	for i, n := range ns {
+		cmds[i] = pipe.Get(ctx, seenKey(n))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
+		return nil, err
+	}
+	out := make([]bool, len(ns))
+	for i, c := range cmds {
+		out[i] = c.Val() == "done"
+	}
+	return out, nil
+}
+
 // Finish releases the run's lock; delivered marks the state change done so
 // no later task (webhook duplicate, reconciler) sends it again.
 func (s *Store) Finish(ctx context.Context, n Notification, owner string, delivered bool) error {

@@ -53,6 +53,7 @@ type Worker struct {
 func NewWorker(cfg config.Config, rdb redis.UniversalClient, pc *prefect.Client, log logrus.FieldLogger, reg prometheus.Registerer) *Worker {
 	m := NewMetrics(reg)
 	states := NewStateFilter(cfg.RelayStates)
+	store := NewStore(rdb)
 	overlap := 2 * cfg.RelayReconcileInterval
 	if overlap < time.Minute {
 		overlap = time.Minute
@@ -60,7 +61,7 @@ func NewWorker(cfg config.Config, rdb redis.UniversalClient, pc *prefect.Client,
 	return &Worker{
 		schedule: cfg.RelayRetrySchedule,
 		Handler: &Handler{
-			Store:   NewStore(rdb),
+			Store:   store,
 			Django:  NewDjango(cfg.DjangoWebhookURL, cfg.NotificationKey),
 			Prefect: pc,
 			States:  states,
@@ -70,6 +71,7 @@ func NewWorker(cfg config.Config, rdb redis.UniversalClient, pc *prefect.Client,
 		Reconciler: &Reconciler{
 			Prefect:  pc,
 			Redis:    rdb,
+			Store:    store,
 			Queue:    asynq.NewClientFromRedisClient(rdb),
 			States:   states,
 			Interval: cfg.RelayReconcileInterval,
