@@ -35,6 +35,8 @@ import (
 //	                          runs the upstream=prefect cases (skipped otherwise); the
 //	                          world is seeded there once and reused (see realUpstream)
 //	BENCH_PREFECT_DEPLOYMENT  use this seeded deployment
+//	BENCH_API_BINARY          a built cmd/api: runs the proxy=api-binary poll cases against it
+//	BENCH_REDIS_URL           the binary's REDIS_URL (unset: embedded Redis and in-process worker)
 //	BENCH_LATENCY             per-call latency of the slow fake for History (default 3ms)
 
 const (
@@ -160,12 +162,31 @@ func startProxy(b *testing.B, api string) *Proxy {
 // proxy's mean latency; read the -ms, req/s and cpu-us/req metrics.
 func BenchmarkPoll(b *testing.B) {
 	hc := NewClient()
-	b.Run("upstream=fast-fake", func(b *testing.B) { benchPoll(b, hc, fakeUpstream(b, "fast-fake", 0)) })
-	b.Run("upstream=prefect", func(b *testing.B) { benchPoll(b, hc, realUpstream(b)) })
+	b.Run("upstream=fast-fake", func(b *testing.B) {
+		up := fakeUpstream(b, "fast-fake", 0)
+		benchPoll(b, hc, up, startProxy(b, up.api))
+	})
+	b.Run("upstream=prefect", func(b *testing.B) {
+		up := realUpstream(b)
+		benchPoll(b, hc, up, startProxy(b, up.api))
+	})
+	// The same against the real cmd/api binary in its own process.
+	b.Run("proxy=api-binary", func(b *testing.B) {
+		bin := os.Getenv("BENCH_API_BINARY")
+		if bin == "" {
+			b.Skip("BENCH_API_BINARY is unset (go build -o bin/api ./cmd/api)")
+		}
+		up := fakeUpstream(b, "fast-fake", 0)
+		p, err := StartBinary(bin, up.api, os.Getenv("BENCH_REDIS_URL"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = p.Close() })
+		benchPoll(b, hc, up, p)
+	})
 }
 
-func benchPoll(b *testing.B, hc *http.Client, up upstream) {
-	p := startProxy(b, up.api)
+func benchPoll(b *testing.B, hc *http.Client, up upstream, p *Proxy) {
 	var directURLs, proxyURLs []string
 	for _, id := range up.pollIDs {
 		directURLs = append(directURLs, up.api+"/flow_runs/"+id)
@@ -201,7 +222,15 @@ func benchPoll(b *testing.B, hc *http.Client, up upstream) {
 			b.ResetTimer()
 			for i := 0; i < rounds; i++ {
 				d = append(d, RunPaced(ctx, clients, per, l.rate, direct))
-				pr = append(pr, RunPaced(ctx, clients, per, l.rate, viaProxy))
+				var cpu0 time.Duration
+				if p.CPU != nil {
+					cpu0 = p.CPU()
+				}
+				r := RunPaced(ctx, clients, per, l.rate, viaProxy)
+				if p.CPU != nil {
+					r.CPU += p.CPU() - cpu0 // the proxy's process
+				}
+				pr = append(pr, r)
 			}
 			b.StopTimer()
 			D, P := Merge(d...), Merge(pr...)
