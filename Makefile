@@ -58,9 +58,11 @@ clean:
 	rm -rf bin .run
 
 # Read-path benchmarks (docs/BENCHMARKS.md). They print numbers and never fail
-# on time. BENCH_PREFECT_URL=http://127.0.0.1:4299/api adds the real-Prefect cases.
+# on time. BENCH_PREFECT_URL=http://127.0.0.1:4299/api adds the real-Prefect cases;
+# BENCH_API_BINARY=$$PWD/bin/api (after make build) the cmd/api-in-its-own-process case.
 .PHONY: bench
 bench:
 	$(GO) test -run '^$$' -bench 'Poll/upstream=fast-fake' -benchtime 4000x ./internal/bench/
 	$(GO) test -run '^$$' -bench 'History' -benchtime 10x ./internal/bench/
 	@if [ -n "$$BENCH_PREFECT_URL" ]; then $(GO) test -run '^$$' -bench 'Poll/upstream=prefect' -benchtime 400x ./internal/bench/; fi
+	@if [ -n "$$BENCH_API_BINARY" ]; then $(GO) test -run '^$$' -bench 'Poll/proxy=api-binary' -benchtime 4000x ./internal/bench/; fi
