@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -354,8 +355,12 @@ func (s *PrefectServer) call(ctx context.Context, method, path string, body, out
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	// Prefect's SQLite answers 503 while locked; retry like its own client.
+	// Prefect's SQLite answers 503 while another writer holds the lock, and a
+	// shared server under a whole test run is busy; retry like Prefect's own
+	// client, for up to about half a minute. A 503 rolled the write back, so
+	// the retry cannot duplicate it.
 	var resp *http.Response
+	delay := 100 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		if rd != nil && attempt > 0 {
 			b, _ := json.Marshal(body)
@@ -365,11 +370,17 @@ func (s *PrefectServer) call(ctx context.Context, method, path string, body, out
 		if err != nil {
 			return 0, err
 		}
-		if resp.StatusCode != http.StatusServiceUnavailable || attempt >= 5 {
+		if resp.StatusCode != http.StatusServiceUnavailable || attempt >= 15 {
 			break
 		}
 		resp.Body.Close()
-		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+		jitter := time.Duration(mrand.Int64N(int64(delay) / 2))
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(delay + jitter):
+		}
+		delay = min(2*delay, 3*time.Second)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
