@@ -88,6 +88,9 @@ type ServerConfig struct {
 	// RetryDelay picks the delay before a failed task's next attempt; nil
 	// means asynq's default. internal/worker dispatches it by task type.
 	RetryDelay asynq.RetryDelayFunc
+	// PollInterval is asynq's TaskCheckInterval (default 20 ms): an idle
+	// worker looks for a new job every 0.5–1.5× this.
+	PollInterval time.Duration
 }
 
 // NewServer builds the asynq server that executes jobs.
@@ -95,13 +98,16 @@ func NewServer(opt asynq.RedisConnOpt, cfg ServerConfig) *asynq.Server {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 20 * time.Second
 	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 20 * time.Millisecond
+	}
 	return asynq.NewServer(opt, asynq.Config{
 		Concurrency:     cfg.Concurrency,
 		Queues:          QueueWeights(),
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		// asynq polls an empty queue every TaskCheckInterval; the default 1 s
 		// would add up to a second to every synchronous write.
-		TaskCheckInterval: 20 * time.Millisecond,
+		TaskCheckInterval: cfg.PollInterval,
 		// Retries wait in asynq's retry set until the forwarder moves them
 		// back (every 5 s by default); the first retry is due within a second.
 		DelayedTaskCheckInterval: 250 * time.Millisecond,

@@ -36,6 +36,8 @@ type Deps struct {
 	// ShutdownTimeout bounds how long in-flight jobs may finish on SIGTERM
 	// before they go back to the queue; default 20 s.
 	ShutdownTimeout time.Duration
+	// PollInterval is how often an idle worker looks for jobs (default 20 ms).
+	PollInterval time.Duration
 }
 
 // Worker executes jobs until Shutdown.
@@ -63,6 +65,7 @@ func New(d Deps) (*Worker, error) {
 	w.srv = jobs.NewServer(d.Redis, jobs.ServerConfig{
 		Concurrency:     d.Config.WorkerConcurrency,
 		ShutdownTimeout: d.ShutdownTimeout,
+		PollInterval:    d.PollInterval,
 		Log:             d.Log.WithField("component", "worker"),
 		RetryDelay:      w.retryDelay,
 	})
