@@ -151,6 +151,7 @@ func assertOnce(t *testing.T, dj *testenv.Django, runs map[string]string) {
 func TestRelayWebhookDeliversEachStateOnce(t *testing.T) {
 	t.Parallel()
 	p := testenv.Prefect(t)
+	t.Logf("Prefect %s at %s", p.Version, p.URL)
 	dj := testenv.NewDjango(t, relayDjangoKey)
 	inKey := testenv.Unique("inbound")
 	api := startRelay(t, p, dj, inKey)

@@ -38,6 +38,9 @@ const (
 	reconcileLockKey = "relay:reconcile:lock"
 )
 
+// MaxLookback bounds how far back a scan reaches (the delivery retry window).
+const MaxLookback = RetryWindow
+
 var terminalTypes = []string{"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 func (r *Reconciler) now() time.Time {
@@ -107,6 +110,12 @@ func (r *Reconciler) Tick(ctx context.Context) (int, error) {
 		return 0, errors.New("relay reconciler: bad cursor in Redis")
 	}
 	since := time.UnixMicro(us).UTC().Add(-r.Overlap)
+	// After a long outage of every worker, look back at most MaxLookback: a
+	// month of old failures would reach Django as a flood of e-mails.
+	if floor := scanStart.Add(-MaxLookback); since.Before(floor) {
+		r.Log.WithField("cursor", since).Warn("relay reconciler: cursor older than 24 h; scanning the last 24 h only")
+		since = floor
+	}
 	rows, err := r.Prefect.FilterAll(ctx, "/flow_runs/filter", map[string]any{
 		"flow_runs": map[string]any{
 			"state":    map[string]any{"type": map[string]any{"any_": terminalTypes}},

@@ -145,3 +145,29 @@ func leftPad(i int) string {
 	}
 	return string(d)
 }
+
+func TestReconcilerLooksBackAtMost24h(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	var after string
+	r.prefect.Handle("POST /flow_runs/filter", func(w http.ResponseWriter, req *http.Request) {
+		var body map[string]any
+		_ = json.NewDecoder(req.Body).Decode(&body)
+		after = body["flow_runs"].(map[string]any)["end_time"].(map[string]any)["after_"].(string)
+		prefecttest.Write(w, 200, []any{})
+	})
+	now := t0
+	rec := &Reconciler{Prefect: r.prefect.Client(), Redis: r.rdb, Queue: &recordingQueue{}, Interval: time.Second,
+		Overlap: time.Minute, Log: r.h.Log, Now: func() time.Time { return now }}
+	if _, err := rec.Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.mr.FastForward(time.Second)
+	now = now.Add(30 * 24 * time.Hour) // every worker was down for a month
+	if _, err := rec.Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if want := now.Add(-24 * time.Hour).Format(time.RFC3339Nano); after != want {
+		t.Fatalf("scan starts %s, want %s", after, want)
+	}
+}
