@@ -20,7 +20,7 @@ import (
 type Reconciler struct {
 	Prefect  *prefect.Client
 	Redis    redis.UniversalClient
-	Store    *Store // skips state changes already delivered; nil: queue them all (the worker drops duplicates)
+	Store    *Store // skips state changes already known; nil: queue them all (the worker drops duplicates)
 	Queue    Enqueuer
 	States   StateFilter
 	Interval time.Duration
@@ -142,10 +142,11 @@ func (r *Reconciler) Tick(ctx context.Context) (int, error) {
 		found = append(found, n)
 	}
 	// Most of what a scan finds was delivered by the webhook (and the overlap
-	// re-reads the previous scan): skip those without queueing a task.
+	// re-reads the previous scan), or is owned by a delivery still retrying:
+	// skip those without queueing a task.
 	var done []bool
 	if r.Store != nil && len(found) > 0 {
-		if done, err = r.Store.Delivered(ctx, found); err != nil {
+		if done, err = r.Store.Known(ctx, found); err != nil {
 			return 0, err
 		}
 	}

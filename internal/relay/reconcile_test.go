@@ -171,3 +171,22 @@ func TestReconcilerLooksBackAtMost24h(t *testing.T) {
 		t.Fatalf("scan starts %s, want %s", after, want)
 	}
 }
+
+func TestReconcilerSkipsKnownStateChanges(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	delivered, owned, fresh := note("Completed", t0), note("Failed", t0), note("Crashed", t0)
+	owned.FlowRunID, fresh.FlowRunID = uuidN(1), uuidN(2)
+	if err := r.h.Process(ctx, delivered, "hook-1", false); err != nil {
+		t.Fatal(err)
+	}
+	r.django.setStatus(func(int) int { return 503 })
+	if err := r.h.Process(ctx, owned, "hook-2", false); err == nil {
+		t.Fatal("want a retryable failure")
+	}
+	known, err := r.h.Store.Known(ctx, []Notification{delivered, owned, fresh})
+	if err != nil || !known[0] || !known[1] || known[2] {
+		t.Fatalf("Known = %v, %v", known, err)
+	}
+}

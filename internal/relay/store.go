@@ -123,9 +123,10 @@ func (s *Store) Admit(ctx context.Context, n Notification, owner string) (Verdic
 	return 0, fmt.Errorf("relay: admit: unexpected answer %d", res)
 }
 
-// Delivered reports, for each notification, whether its state change is
-// already done (delivered, or dropped as stale). One pipelined round trip.
-func (s *Store) Delivered(ctx context.Context, ns []Notification) ([]bool, error) {
+// Known reports, for each notification, whether its state change is already
+// done (delivered, or dropped as stale) or owned by a task (in flight,
+// retrying, or archived as a dead letter). One pipelined round trip.
+func (s *Store) Known(ctx context.Context, ns []Notification) ([]bool, error) {
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.StringCmd, len(ns))
 	for i, n := range ns {
@@ -136,7 +137,7 @@ func (s *Store) Delivered(ctx context.Context, ns []Notification) ([]bool, error
 	}
 	out := make([]bool, len(ns))
 	for i, c := range cmds {
-		out[i] = c.Val() == "done"
+		out[i] = c.Val() != ""
 	}
 	return out, nil
 }
