@@ -674,3 +674,27 @@ func TestTrailingSlashForms(t *testing.T) {
 		}
 	}
 }
+
+// TestFilterDeploymentsPagesPast200 checks the deployment filter returns
+// every match, not Prefect's first 200 (the Python proxy truncated silently).
+func TestFilterDeploymentsPagesPast200(t *testing.T) { // route 25
+	t.Parallel()
+	p, api := apiFor(t)
+	org := testenv.Unique("org")
+	flow := p.CreateFlow(t, "")
+	ids := make([]string, 0, 205)
+	for i := 0; i < 205; i++ {
+		var out struct{ ID string }
+		p.Do(t, "POST", "/deployments/", map[string]any{"name": testenv.Unique("dep"), "flow_id": flow.ID, "tags": []string{org}}, &out)
+		ids = append(ids, out.ID)
+	}
+	r := send(t, "POST", api+"/proxy/deployments/filter", map[string]any{"org_slug": org, "deployment_ids": ids}).expect(t, 200).object(t)
+	deps, _ := r["deployments"].([]any)
+	seen := map[any]bool{}
+	for _, d := range deps {
+		seen[d.(map[string]any)["deploymentId"]] = true
+	}
+	if len(deps) != 205 || len(seen) != 205 {
+		t.Errorf("got %d deployments (%d distinct), want 205", len(deps), len(seen))
+	}
+}

@@ -218,3 +218,11 @@ func TestStartAPIAndWorker(t *testing.T) {
 const testKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 
 func ptr(s string) *string { return &s }
+
+func TestStartAPIReportsABadConfiguration(t *testing.T) {
+	t.Parallel()
+	_, err := StartAPIProcess(map[string]string{"PREFECT_API_URL": "not a url"})
+	if err == nil || !strings.Contains(err.Error(), "PREFECT_API_URL") {
+		t.Errorf("error = %v, want one naming PREFECT_API_URL", err)
+	}
+}
