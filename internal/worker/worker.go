@@ -36,7 +36,7 @@ type Deps struct {
 	// ShutdownTimeout bounds how long in-flight jobs may finish on SIGTERM
 	// before they go back to the queue; default 20 s.
 	ShutdownTimeout time.Duration
-	// PollInterval is how often an idle worker looks for jobs (default 20 ms).
+	// PollInterval is how often an idle worker looks for jobs (default 5 ms).
 	PollInterval time.Duration
 }
 
