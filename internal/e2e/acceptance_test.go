@@ -188,12 +188,23 @@ func TestAPIWithRealRedisServesReadsAndReadyz(t *testing.T) {
 	t.Parallel()
 	p := testenv.Prefect(t)
 	redis := testenv.RedisFull(t)
-	api := testenv.StartAPI(t, map[string]string{
+	proc := testenv.StartAPI(t, map[string]string{
 		"PREFECT_API_URL": p.URL, "REDIS_URL": redis.URL, "JOB_ENCRYPTION_KEY": testJobKey,
-	}).URL
+	})
+	api := proc.URL
 	send(t, "GET", api+"/readyz", nil).expect(t, 200)
-	if v := send(t, "GET", api+"/proxy/prefect/version", nil).expect(t, 200).value(t); v != p.Version {
+	org := testenv.Unique("org")
+	if v := send(t, "GET", api+"/proxy/prefect/version", nil, "x-ddp-org", org).expect(t, 200).value(t); v != p.Version {
 		t.Errorf("version = %v", v)
+	}
+	// x-ddp-org is logged as org on the request's access-log line.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(proc.Logs(), "org="+org) {
+		if time.Now().After(deadline) {
+			t.Errorf("no access-log line with org=%s in:\n%s", org, proc.Logs())
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	// Redis gone: the api is no longer ready, but reads still answer.
 	redis.Stop()

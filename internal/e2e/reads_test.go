@@ -584,7 +584,17 @@ func TestSecretBlocks(t *testing.T) { // routes 7, 8
 	})
 	t.Run("contents with the api token", func(t *testing.T) {
 		const token = "e2e-token"
-		api := testenv.StartAPI(t, map[string]string{"PREFECT_API_URL": p.URL, "PROXY_API_TOKEN": token}).URL
+		proc := testenv.StartAPI(t, map[string]string{"PREFECT_API_URL": p.URL, "PROXY_API_TOKEN": token})
+		api := proc.URL
+		defer func() {
+			// Secret values and the api token never reach the logs.
+			logs := proc.Logs()
+			for _, secret := range []string{"token@github.com", `"pw"`, token} {
+				if strings.Contains(logs, secret) {
+					t.Errorf("api logs contain %q", secret)
+				}
+			}
+		}()
 		auth := []string{"Authorization", "Bearer " + token}
 		obj := send(t, "GET", api+"/proxy/blocks/secret/"+name+"/contents", nil, auth...).expect(t, 200).value(t)
 		if asJSON(obj) != `{"creds":{"password":"pw"},"wtype":"postgres"}` {

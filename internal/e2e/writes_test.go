@@ -7,6 +7,7 @@ package e2e
 // (spec/django-client.md §1).
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/testenv"
 )
@@ -39,7 +41,9 @@ func writeStack(t *testing.T, prefectForAPI, prefectForWorkers string, n int) (a
 func TestWriteRoutesThroughJobs(t *testing.T) {
 	t.Parallel()
 	p := testenv.Prefect(t)
-	api, _, _ := writeStack(t, p.URL, p.URL, 2)
+	api, redisURL, _ := writeStack(t, p.URL, p.URL, 2)
+	// Secrets travel in job payloads; none may reach Redis in clear.
+	t.Cleanup(func() { assertNotInRedis(t, redisURL, "hunter2", "ab-pass-s3cret") })
 
 	t.Run("secret block create, upsert, delete", func(t *testing.T) { // routes 9, 10, 11
 		name := testenv.Unique("E2E Secret")
@@ -86,7 +90,8 @@ func TestWriteRoutesThroughJobs(t *testing.T) {
 			t.Errorf("read after create = %v, want %s", got, id)
 		}
 		u := send(t, "PUT", api+"/proxy/blocks/airbyte/server/", map[string]any{"blockName": name,
-			"serverHost": "airbyte2.local", "serverPort": "8001", "useSSL": true}).expect(t, 200).object(t)
+			"serverHost": "airbyte2.local", "serverPort": "8001", "useSSL": true, "password": "ab-pass-s3cret"}).
+			expect(t, 200).object(t)
 		if u["block_id"] != id {
 			t.Errorf("update = %v", u)
 		}
@@ -309,6 +314,51 @@ func TestWorkerKilledMidJob(t *testing.T) {
 	res, _ := j["result"].(map[string]any)
 	if res["flow_run_id"] != runs[0] || j["attempts"].(float64) < 2 {
 		t.Errorf("job = %v, Prefect run %s", j, runs[0])
+	}
+}
+
+// assertNotInRedis scans every key and value in Redis for the needles.
+func assertNotInRedis(t *testing.T, redisURL string, needles ...string) {
+	t.Helper()
+	opt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	ctx := context.Background()
+	var dump strings.Builder
+	iter := rdb.Scan(ctx, 0, "*", 1000).Iterator()
+	n := 0
+	for iter.Next(ctx) {
+		k := iter.Val()
+		n++
+		dump.WriteString(k + "\n")
+		switch rdb.Type(ctx, k).Val() {
+		case "string":
+			dump.WriteString(rdb.Get(ctx, k).Val())
+		case "hash":
+			for f, v := range rdb.HGetAll(ctx, k).Val() {
+				dump.WriteString(f + "=" + v + "\n")
+			}
+		case "list":
+			dump.WriteString(strings.Join(rdb.LRange(ctx, k, 0, -1).Val(), "\n"))
+		case "set":
+			dump.WriteString(strings.Join(rdb.SMembers(ctx, k).Val(), "\n"))
+		case "zset":
+			dump.WriteString(strings.Join(rdb.ZRange(ctx, k, 0, -1).Val(), "\n"))
+		}
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 || !strings.Contains(dump.String(), "asynq:") {
+		t.Fatalf("Redis scan found %d keys and no asynq data: the scan is broken", n)
+	}
+	for _, s := range needles {
+		if strings.Contains(dump.String(), s) {
+			t.Errorf("%q is stored in Redis in clear", s)
+		}
 	}
 }
 
