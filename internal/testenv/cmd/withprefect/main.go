@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -56,6 +57,11 @@ func run(args []string) int {
 		}
 	}()
 	err = cmd.Wait()
+	if err != nil {
+		if logs := strings.TrimSpace(srv.Logs()); logs != "" {
+			fmt.Fprintf(os.Stderr, "withprefect: the command failed; the Prefect server's last output:\n%s\n", lastLines(logs, 40))
+		}
+	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		if ee.ExitCode() < 0 {
@@ -68,4 +74,12 @@ func run(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
