@@ -1,0 +1,68 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect/prefecttest"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestRunRefusesIncompleteInput(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"no url", nil, map[string]string{"RELAY_INBOUND_KEY": "k"}, "-url"},
+		{"no key", []string{"-url", "http://x/"}, nil, "RELAY_INBOUND_KEY"},
+		{"bad flag", []string{"-nope"}, nil, "not defined"},
+		{"bad config", []string{"-url", "http://x/"}, map[string]string{"RELAY_INBOUND_KEY": "k", "PREFECT_API_URL": "ftp://x"}, "PREFECT_API_URL"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var out, errOut bytes.Buffer
+			err := run(context.Background(), tc.args, env(tc.env), &out, &errOut)
+			if err == nil || !strings.Contains(err.Error()+errOut.String(), tc.want) {
+				t.Fatalf("err = %v (%s), want %q", err, errOut.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestRunReportsWhatItDid(t *testing.T) {
+	t.Parallel()
+	pf := prefecttest.New(t)
+	pf.JSON("GET /block_types/slug/webhook", 200, map[string]any{"id": "bt"})
+	pf.JSON("POST /block_schemas/filter", 200, []map[string]any{{"id": "bs"}})
+	pf.JSON("GET /block_types/slug/webhook/block_documents/name/{name}", 404, map[string]any{"detail": "not found"})
+	pf.JSON("POST /block_documents/", 201, map[string]any{"id": "bd"})
+	pf.JSON("POST /automations/filter", 200, []any{})
+	pf.JSON("POST /automations/", 201, map[string]any{"id": "au"})
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"-url", "https://proxy/webhooks/v1/notification/", "-tags", "a, b"},
+		env(map[string]string{"PREFECT_API_URL": pf.URL + "/api", "PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "k"}), &out, &errOut)
+	if err != nil {
+		t.Fatalf("%v %s", err, errOut.String())
+	}
+	var res map[string]any
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil || res["block"] != "created" || res["automation"] != "created" {
+		t.Fatalf("output %s", out.String())
+	}
+	auto := pf.CallsTo("POST", "/automations/")[0].JSON(t)
+	related := auto["trigger"].(map[string]any)["match_related"].(map[string]any)
+	if ids := related["prefect.resource.id"].([]any); len(ids) != 2 || ids[0] != "prefect.tag.a" || ids[1] != "prefect.tag.b" {
+		t.Fatalf("match_related %v", related)
+	}
+	block := pf.CallsTo("POST", "/block_documents/")[0].JSON(t)
+	if h := block["data"].(map[string]any)["headers"].(map[string]any); h["X-Notification-Key"] != "k" {
+		t.Fatalf("block headers %v", h)
+	}
+}
