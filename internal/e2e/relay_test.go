@@ -70,7 +70,8 @@ func relaySetup(t *testing.T, p *testenv.PrefectServer, key string, args ...stri
 	return res
 }
 
-// startRelay starts an api and a worker on a fresh Redis, relaying to dj.
+// startRelay starts an api and two workers (dedupe, ordering and the
+// reconciler's lease must hold across processes) on a fresh Redis, relaying to dj.
 func startRelay(t *testing.T, p *testenv.PrefectServer, dj *testenv.Django, inboundKey string) *testenv.Proc {
 	t.Helper()
 	env := map[string]string{
@@ -85,6 +86,7 @@ func startRelay(t *testing.T, p *testenv.PrefectServer, dj *testenv.Django, inbo
 		"LOG_LEVEL":                         "info",
 	}
 	api := testenv.StartAPI(t, env)
+	testenv.StartWorker(t, env)
 	testenv.StartWorker(t, env)
 	return api
 }
