@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -284,9 +285,13 @@ func (c *Client) jobOf(info *asynq.TaskInfo) (*Job, error) {
 		}
 	}
 	if j.State == StateFailed && j.Status == 0 {
-		// Archived without an answer: the attempt was cut off (deadline,
-		// lease lost) or the payload could not be opened.
-		j.Status = http.StatusGatewayTimeout
+		// Archived without an answer we can read: the last attempt was cut
+		// off (deadline, worker lost) or api and worker disagree on
+		// JOB_ENCRYPTION_KEY. asynq's error text is ours (see Runner).
+		j.Status = http.StatusInternalServerError
+		if strings.Contains(info.LastErr, "deadline") || strings.Contains(info.LastErr, "lease expired") {
+			j.Status = http.StatusGatewayTimeout
+		}
 		j.Body, _ = json.Marshal(map[string]any{"detail": "the job did not complete: " + info.LastErr})
 	}
 	return j, nil

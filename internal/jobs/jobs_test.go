@@ -33,6 +33,20 @@ type rig struct {
 
 func newRig(t *testing.T, maxAttempts int, ops ...Op) *rig {
 	t.Helper()
+	return newRigWith(t, rigOpts{maxAttempts: maxAttempts, retention: time.Hour}, ops...)
+}
+
+type rigOpts struct {
+	maxAttempts int
+	retention   time.Duration
+	workerKey   []byte // default testKey()
+}
+
+func newRigWith(t *testing.T, o rigOpts, ops ...Op) *rig {
+	t.Helper()
+	if o.workerKey == nil {
+		o.workerKey = testKey()
+	}
 	mr := miniredis.RunT(t)
 	opt, err := RedisOpt("redis://" + mr.Addr())
 	if err != nil {
@@ -43,7 +57,7 @@ func newRig(t *testing.T, maxAttempts int, ops ...Op) *rig {
 	rdb := opt.MakeRedisClient().(redis.UniversalClient)
 	t.Cleanup(func() { _ = rdb.Close() })
 	reg := prometheus.NewRegistry()
-	runner, err := NewRunner(RunnerConfig{Key: testKey(), Redis: rdb, Log: log, Registry: reg})
+	runner, err := NewRunner(RunnerConfig{Key: o.workerKey, Redis: rdb, Log: log, Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +72,7 @@ func newRig(t *testing.T, maxAttempts int, ops ...Op) *rig {
 	t.Cleanup(srv.Shutdown)
 	// A long fallback poll proves completion is noticed through pub/sub.
 	c, err := NewClient(context.Background(), rdb, ClientConfig{
-		Key: testKey(), Ops: ops, MaxAttempts: maxAttempts, Retention: time.Hour, PollInterval: time.Minute, Log: log,
+		Key: testKey(), Ops: ops, MaxAttempts: o.maxAttempts, Retention: o.retention, PollInterval: time.Minute, Log: log,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -405,4 +419,68 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels ma
 		}
 	}
 	return 0
+}
+
+func TestWorkerWithAnotherKeyFailsTheJobClearly(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	op := echoOp("t:key", func(context.Context, json.RawMessage, string) (any, error) {
+		calls.Add(1)
+		return "ran", nil
+	})
+	r := newRigWith(t, rigOpts{maxAttempts: 5, retention: time.Hour, workerKey: bytes.Repeat([]byte{9}, 32)}, op)
+	ctx := context.Background()
+	e, err := r.client.Enqueue(ctx, op, map[string]string{"secret": "x"}, EnqueueOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := r.client.Wait(ctx, e, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The api cannot open a result sealed with the worker's key either, so it
+	// reports the job by asynq's state: failed at once, no retries burned.
+	if j.State != StateFailed || j.Attempts != 1 || calls.Load() != 0 || j.Status != 500 ||
+		!strings.Contains(string(j.Body), "payload cannot be opened") {
+		t.Fatalf("job %+v %s, op ran %d times", j, j.Body, calls.Load())
+	}
+}
+
+func TestFailedJobExpiresAfterRetentionAndFreesItsKey(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	op := echoOp("t:exp", func(context.Context, json.RawMessage, string) (any, error) {
+		if calls.Add(1) == 1 {
+			return nil, apperr.New(apperr.BadRequest, "failed to do it")
+		}
+		return "second", nil
+	})
+	r := newRigWith(t, rigOpts{maxAttempts: 3, retention: time.Second}, op)
+	ctx := context.Background()
+	key := EnqueueOptions{IdempotencyKey: "exp-1"}
+	e, err := r.client.Enqueue(ctx, op, nil, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, _ := r.client.Wait(ctx, e, 10*time.Second); j == nil || j.State != StateFailed {
+		t.Fatalf("job %+v", j)
+	}
+	// Wait for asynq to archive it, then for the retention to pass.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := r.client.Get(ctx, e.ID); errors.Is(err, ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("failed job still visible after JOB_RETENTION")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e2, err := r.client.Enqueue(ctx, op, nil, key)
+	if err != nil || e2.ID != e.ID || e2.Existing {
+		t.Fatalf("re-enqueue after expiry: %+v %v", e2, err)
+	}
+	if j, _ := r.client.Wait(ctx, e2, 10*time.Second); j == nil || j.State != StateSucceeded || string(j.Body) != `"second"` {
+		t.Fatalf("new job %+v", j)
+	}
 }
