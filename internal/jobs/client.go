@@ -311,6 +311,12 @@ func (c *Client) Wait(ctx context.Context, e Enqueued, d time.Duration) (*Job, e
 	}
 	poll := time.NewTicker(c.cfg.PollInterval)
 	defer poll.Stop()
+	// After a wake-up the answer is normally readable at once; when it is not
+	// (the worker's answer could not be read, so the state comes from asynq,
+	// which moves the task a moment after the publication), re-check soon
+	// rather than at the next slow poll.
+	var soon <-chan time.Time
+	recheck := 10 * time.Millisecond
 	for {
 		var j *Job
 		var err error
@@ -328,6 +334,11 @@ func (c *Client) Wait(ctx context.Context, e Enqueued, d time.Duration) (*Job, e
 		case <-timeout:
 			return j, nil
 		case <-ch:
+			soon = time.After(recheck)
+		case <-soon:
+			if recheck *= 2; recheck < c.cfg.PollInterval {
+				soon = time.After(recheck)
+			}
 		case <-poll.C:
 		}
 	}
