@@ -78,7 +78,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, st
 
 	ops := worker.WriteOps(svc)
 	if cfg.Embedded() {
-		w, err := worker.New(worker.Deps{Config: cfg, Log: log, Redis: redisOpt, Prefect: pc, Registry: reg, Ops: ops})
+		w, err := worker.New(worker.Deps{Config: cfg, Log: log, Redis: redisOpt, Prefect: pc, Registry: reg, Ops: ops, PollInterval: cfg.WorkerPollInterval})
 		if err != nil {
 			return err
 		}

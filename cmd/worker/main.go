@@ -57,7 +57,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, st
 	svc := proxy.New(pc, log)
 	svc.DefaultWorkPool, svc.DefaultWorkQueue = cfg.DefaultWorkPool, cfg.DefaultWorkQueue
 	svc.FlowRepoURL, svc.FlowRepoBranch, svc.DeploymentEntrypoint = cfg.FlowRepoURL, cfg.FlowRepoBranch, cfg.DeploymentEntrypoint
-	w, err := worker.New(worker.Deps{Config: cfg, Log: log, Redis: redisOpt, Prefect: pc, Registry: reg, Proxy: svc})
+	w, err := worker.New(worker.Deps{Config: cfg, Log: log, Redis: redisOpt, Prefect: pc, Registry: reg, Proxy: svc, PollInterval: cfg.WorkerPollInterval})
 	if err != nil {
 		return err
 	}

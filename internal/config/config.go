@@ -30,8 +30,11 @@ type Config struct {
 	JobWaitTimeout    time.Duration
 	JobRetention      time.Duration
 	WorkerConcurrency int
-	JobMaxAttempts    int
-	JobEncryptionKey  []byte // 32 bytes
+	// WorkerPollInterval is how often an idle worker asks Redis for jobs: the
+	// floor of a synchronous write's latency, and an idle worker's CPU cost.
+	WorkerPollInterval time.Duration
+	JobMaxAttempts     int
+	JobEncryptionKey   []byte // 32 bytes
 	// JobKeyGenerated is true when no key was configured and one was made up
 	// for embedded mode.
 	JobKeyGenerated bool
@@ -78,21 +81,22 @@ func Env(getenv func(string) string, dotenvPath string) func(string) string {
 func Load(getenv func(string) string) (Config, error) {
 	l := loader{getenv: getenv}
 	c := Config{
-		ListenAddr:        l.str("LISTEN_ADDR", ":8085"),
-		WorkerListenAddr:  l.str("WORKER_LISTEN_ADDR", ":8086"),
-		PrefectURL:        l.url("PREFECT_API_URL", "http://127.0.0.1:4200/api"),
-		PrefectTimeout:    l.seconds("PREFECT_API_TIMEOUT", 30*time.Second),
-		PrefectAuthString: l.str("PREFECT_API_AUTH_STRING", ""),
-		PrefectAPIKey:     l.str("PREFECT_API_KEY", ""),
-		RedisURL:          l.str("REDIS_URL", ""),
-		JobWaitTimeout:    l.duration("JOB_WAIT_TIMEOUT", 25*time.Second),
-		JobRetention:      l.duration("JOB_RETENTION", 24*time.Hour),
-		WorkerConcurrency: l.positiveInt("WORKER_CONCURRENCY", 10),
-		JobMaxAttempts:    l.positiveInt("JOB_MAX_ATTEMPTS", 10),
-		ProxyAPIToken:     l.str("PROXY_API_TOKEN", ""),
-		AdminToken:        l.str("ADMIN_TOKEN", ""),
-		NotificationKey:   l.str("PREFECT_NOTIFICATIONS_WEBHOOK_KEY", ""),
-		DjangoWebhookURL:  l.url("DJANGO_WEBHOOK_URL", "http://127.0.0.1:8002/webhooks/v1/notification/"),
+		ListenAddr:         l.str("LISTEN_ADDR", ":8085"),
+		WorkerListenAddr:   l.str("WORKER_LISTEN_ADDR", ":8086"),
+		PrefectURL:         l.url("PREFECT_API_URL", "http://127.0.0.1:4200/api"),
+		PrefectTimeout:     l.seconds("PREFECT_API_TIMEOUT", 30*time.Second),
+		PrefectAuthString:  l.str("PREFECT_API_AUTH_STRING", ""),
+		PrefectAPIKey:      l.str("PREFECT_API_KEY", ""),
+		RedisURL:           l.str("REDIS_URL", ""),
+		JobWaitTimeout:     l.duration("JOB_WAIT_TIMEOUT", 25*time.Second),
+		JobRetention:       l.duration("JOB_RETENTION", 24*time.Hour),
+		WorkerConcurrency:  l.positiveInt("WORKER_CONCURRENCY", 10),
+		JobMaxAttempts:     l.positiveInt("JOB_MAX_ATTEMPTS", 10),
+		WorkerPollInterval: l.durationOrZero("WORKER_POLL_INTERVAL", 0),
+		ProxyAPIToken:      l.str("PROXY_API_TOKEN", ""),
+		AdminToken:         l.str("ADMIN_TOKEN", ""),
+		NotificationKey:    l.str("PREFECT_NOTIFICATIONS_WEBHOOK_KEY", ""),
+		DjangoWebhookURL:   l.url("DJANGO_WEBHOOK_URL", "http://127.0.0.1:8002/webhooks/v1/notification/"),
 		RelayStates: l.list("RELAY_STATES",
 			"Pending,Running,Completed,Cancelled,Failed,Crashed,TimedOut"),
 		RelayReconcileInterval: l.durationOrZero("RELAY_RECONCILE_INTERVAL", 30*time.Second),
@@ -107,6 +111,16 @@ func Load(getenv func(string) string) (Config, error) {
 		LogFormat: l.oneOf("LOG_FORMAT", "json", "json", "text"),
 	}
 	c.RelayInboundKey = l.str("RELAY_INBOUND_KEY", c.NotificationKey)
+	if c.WorkerPollInterval == 0 {
+		// 5 ms keeps a synchronous write within ~5 ms of calling Prefect inline
+		// (docs/BENCHMARKS.md). The embedded Redis runs asynq's Lua scripts
+		// inside the api process, where polling that often costs a third of a
+		// core while idle — too much for a laptop, and latency matters less there.
+		c.WorkerPollInterval = 5 * time.Millisecond
+		if c.Embedded() {
+			c.WorkerPollInterval = 50 * time.Millisecond
+		}
+	}
 	if c.RedisURL != "" {
 		l.redisURL("REDIS_URL", c.RedisURL)
 	}

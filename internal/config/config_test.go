@@ -41,6 +41,7 @@ func TestDefaults(t *testing.T) {
 		{"JobKeyGenerated", c.JobKeyGenerated, true},
 		{"JobEncryptionKey len", len(c.JobEncryptionKey), 32},
 		{"LogFormat", c.LogFormat, "json"},
+		{"WorkerPollInterval (embedded)", c.WorkerPollInterval, 50 * time.Millisecond},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -67,6 +68,9 @@ func TestValues(t *testing.T) {
 	}
 	if c.RelayInboundKey != "k1" {
 		t.Errorf("RelayInboundKey defaults to the Django key, got %q", c.RelayInboundKey)
+	}
+	if c.WorkerPollInterval != 5*time.Millisecond {
+		t.Errorf("with Redis the worker polls every 5ms by default, got %v", c.WorkerPollInterval)
 	}
 	if c.RelayReconcileInterval != 0 {
 		t.Errorf("RELAY_RECONCILE_INTERVAL=0 turns the reconciler off, got %v", c.RelayReconcileInterval)
