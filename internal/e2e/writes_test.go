@@ -24,6 +24,7 @@ import (
 )
 
 // writeStack starts redis, an api (no in-process worker) and n workers.
+// Whatever the test sends, no known secret may appear in any of their logs.
 func writeStack(t *testing.T, prefectForAPI, prefectForWorkers string, n int) (api string, redisURL string, workers []*testenv.Proc) {
 	t.Helper()
 	redisURL = testenv.Redis(t)
@@ -31,19 +32,35 @@ func writeStack(t *testing.T, prefectForAPI, prefectForWorkers string, n int) (a
 		return map[string]string{"PREFECT_API_URL": prefectURL, "REDIS_URL": redisURL, "JOB_ENCRYPTION_KEY": testJobKey,
 			"RELAY_RECONCILE_INTERVAL": "0", "LOG_LEVEL": "info"}
 	}
-	api = testenv.StartAPI(t, env(prefectForAPI)).URL
+	apiProc := testenv.StartAPI(t, env(prefectForAPI))
 	for i := 0; i < n; i++ {
 		workers = append(workers, testenv.StartWorker(t, env(prefectForWorkers)))
 	}
-	return api, redisURL, workers
+	t.Cleanup(func() {
+		for _, proc := range append([]*testenv.Proc{apiProc}, workers...) {
+			logs := proc.Logs()
+			if logs == "" {
+				t.Errorf("%s wrote no logs: the secret check below would prove nothing", proc)
+			}
+			for _, secret := range testSecrets {
+				if strings.Contains(logs, secret) {
+					t.Errorf("%s logged a secret (%q)", proc, secret)
+				}
+			}
+		}
+	})
+	return apiProc.URL, redisURL, workers
 }
+
+// testSecrets are the secret values the write tests send.
+var testSecrets = []string{"hunter2", "ab-pass-s3cret"}
 
 func TestWriteRoutesThroughJobs(t *testing.T) {
 	t.Parallel()
 	p := testenv.Prefect(t)
 	api, redisURL, _ := writeStack(t, p.URL, p.URL, 2)
 	// Secrets travel in job payloads; none may reach Redis in clear.
-	t.Cleanup(func() { assertNotInRedis(t, redisURL, "hunter2", "ab-pass-s3cret") })
+	t.Cleanup(func() { assertNotInRedis(t, redisURL, testSecrets...) })
 
 	t.Run("secret block create, upsert, delete", func(t *testing.T) { // routes 9, 10, 11
 		name := testenv.Unique("E2E Secret")
