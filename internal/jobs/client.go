@@ -294,6 +294,12 @@ func (c *Client) jobOf(info *asynq.TaskInfo) (*Job, error) {
 		}
 		j.Body, _ = json.Marshal(map[string]any{"detail": "the job did not complete: " + info.LastErr})
 	}
+	if j.State == StateSucceeded && j.Status == 0 {
+		// Completed in asynq, but the worker's answer is missing (its write
+		// hit a Redis fault) or unreadable: the work is done, the answer lost.
+		j.Status = http.StatusBadGateway
+		j.Body = detailBody("the job completed but its answer could not be read; check the change in Prefect")
+	}
 	return j, nil
 }
 

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"time"
 )
 
@@ -94,7 +95,7 @@ func (j *Job) View() View {
 		v.CompletedAt = &t
 	}
 	switch {
-	case j.State == StateSucceeded:
+	case j.State == StateSucceeded && j.Status == http.StatusOK:
 		if len(j.Body) > 0 {
 			v.Result = j.Body
 		}

@@ -484,3 +484,47 @@ func TestFailedJobExpiresAfterRetentionAndFreesItsKey(t *testing.T) {
 		t.Fatalf("new job %+v", j)
 	}
 }
+
+// A task asynq completed without an answer the api can read (the worker's
+// result write hit a Redis blip) must not look like a 200 with status 0.
+func TestCompletedJobWithoutAnswerIsAClear5xx(t *testing.T) {
+	t.Parallel()
+	op := echoOp("t:noanswer", nil)
+	mr := miniredis.RunT(t)
+	opt, err := RedisOpt("redis://" + mr.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	rdb := opt.MakeRedisClient().(redis.UniversalClient)
+	t.Cleanup(func() { _ = rdb.Close() })
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(op.Name, func(context.Context, *asynq.Task) error { return nil }) // no result written
+	srv := NewServer(opt, ServerConfig{Concurrency: 1, Log: log, ShutdownTimeout: time.Second})
+	if err := srv.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	c, err := NewClient(context.Background(), rdb, ClientConfig{Key: testKey(), Ops: []Op{op},
+		Retention: time.Hour, PollInterval: 20 * time.Millisecond, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	ctx := context.Background()
+	e, err := c.Enqueue(ctx, op, nil, EnqueueOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := c.Wait(ctx, e, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !j.Done() || j.Status < 500 || !strings.Contains(string(j.Body), "detail") {
+		t.Fatalf("job %+v body %s", j, j.Body)
+	}
+	if v := j.View(); v.Error == nil || v.Error.Status != j.Status || string(v.Result) != "null" {
+		t.Fatalf("view %+v", v)
+	}
+}
