@@ -242,13 +242,15 @@ func (h *Handler) Process(ctx context.Context, n Notification, owner string, las
 			"PREFECT_NOTIFICATIONS_WEBHOOK_KEY; the delivery is archived (replay it from the relay admin routes)")
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
-	if lastAttempt {
+	// The window counts from receipt, so Retry-After answers (up to 6 h
+	// each) cannot stretch it beyond what MaxRetries assumed.
+	if lastAttempt || (!n.Received.IsZero() && time.Since(n.Received) >= RetryWindow) {
 		h.Metrics.delivery("archived")
 		log.WithError(err).Error("relay: delivery failed for 24 h; archived (replay it from the relay admin routes)")
-	} else {
-		h.Metrics.delivery("retry")
-		log.WithError(err).Warn("relay: delivery failed; will retry")
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
+	h.Metrics.delivery("retry")
+	log.WithError(err).Warn("relay: delivery failed; will retry")
 	return err
 }
 

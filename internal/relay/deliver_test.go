@@ -283,3 +283,24 @@ func TestRetryDelay(t *testing.T) {
 		t.Fatalf("MaxRetries(default) = %d", n)
 	}
 }
+
+// The 24 h retry window counts from receipt: a Django that keeps answering
+// Retry-After (up to 6 h a time) must not stretch it to days. Past the
+// window a failed attempt archives the delivery at once.
+func TestRetryWindowEndsTwentyFourHoursAfterReceipt(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.django.setStatus(func(int) int { return 503 })
+	fresh := note("Completed", t0)
+	fresh.Received = time.Now().Add(-time.Hour)
+	if err := r.h.Process(context.Background(), fresh, "task-a", false); err == nil || errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("inside the window: err = %v, want a retryable error", err)
+	}
+	old := note("Failed", t0.Add(time.Second))
+	old.Received = time.Now().Add(-RetryWindow - time.Minute)
+	err := r.h.Process(context.Background(), old, "task-b", false)
+	var de *DeliveryError
+	if !errors.As(err, &de) || de.Status != 503 || !errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("past the window: err = %v, want the 503 with SkipRetry (archive)", err)
+	}
+}
