@@ -305,7 +305,9 @@ func (c *Client) jobOf(info *asynq.TaskInfo) (*Job, error) {
 
 // Wait waits up to d for the job to be done and returns its latest state
 // (Done() false when d ran out). It wakes on the worker's publication and
-// re-checks every PollInterval in case a message was lost.
+// re-checks every PollInterval in case a message was lost. A Redis fault does
+// not end the wait: it is returned only if Redis is still failing when d runs
+// out.
 func (c *Client) Wait(ctx context.Context, e Enqueued, d time.Duration) (*Job, error) {
 	ch := c.hub.subscribe(e.ID)
 	defer c.hub.unsubscribe(e.ID, ch)
@@ -331,8 +333,27 @@ func (c *Client) Wait(ctx context.Context, e Enqueued, d time.Duration) (*Job, e
 		} else {
 			j, err = c.Get(ctx, e.ID)
 		}
-		if err != nil || j.Done() || d <= 0 {
-			return j, err
+		switch {
+		case err == nil:
+			if j.Done() || d <= 0 {
+				return j, nil
+			}
+		case errors.Is(err, ErrNotFound) || d <= 0:
+			return nil, err
+		default:
+			// Redis blipped: the job goes on, and so does the wait. A
+			// wake-up may be lost meanwhile, so re-check soon.
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			select {
+			case <-timeout:
+				return nil, err
+			case <-ctx.Done():
+				return nil, err
+			case <-time.After(min(c.cfg.PollInterval, 100*time.Millisecond)):
+				continue
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -528,3 +528,54 @@ func TestCompletedJobWithoutAnswerIsAClear5xx(t *testing.T) {
 		t.Fatalf("view %+v", v)
 	}
 }
+
+// A Redis blip while the api waits must not end the wait with an error: the
+// job goes on, and the waiter gets its answer once Redis is back.
+func TestWaitSurvivesARedisBlip(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	started := make(chan struct{})
+	op := echoOp("t:blip", func(context.Context, json.RawMessage, string) (any, error) {
+		close(started)
+		<-release
+		return "done", nil
+	})
+	r := newRig(t, 3, op)
+	ctx := context.Background()
+	e, err := r.client.Enqueue(ctx, op, nil, EnqueueOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	r.mr.SetError("LOADING Redis is loading the dataset in memory")
+	type res struct {
+		j   *Job
+		err error
+	}
+	got := make(chan res, 1)
+	go func() {
+		j, err := r.client.Wait(ctx, e, 10*time.Second)
+		got <- res{j, err}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	r.mr.SetError("")
+	close(release)
+	select {
+	case g := <-got:
+		if g.err != nil || g.j == nil || g.j.State != StateSucceeded || string(g.j.Body) != `"done"` {
+			t.Fatalf("after the blip: %+v %v", g.j, g.err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("wait never returned")
+	}
+	// With Redis down for the whole wait, the error comes back when it runs out.
+	r.mr.SetError("LOADING Redis is loading the dataset in memory")
+	defer r.mr.SetError("")
+	start := time.Now()
+	if _, err := r.client.Wait(ctx, e, 500*time.Millisecond); err == nil || apperr.CodeOf(err) != apperr.Unavailable {
+		t.Fatalf("redis down: %v", err)
+	}
+	if el := time.Since(start); el < 400*time.Millisecond || el > 5*time.Second {
+		t.Fatalf("redis down: returned after %s", el)
+	}
+}
