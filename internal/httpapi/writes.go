@@ -83,7 +83,11 @@ func (w writes) route(opName string) gin.HandlerFunc {
 			// even when it asked for respond-async.
 			job, err = w.jobs.Wait(c.Request.Context(), e, wait)
 			if err != nil {
-				writeError(c, err)
+				// The job is queued and goes on: say where to find it.
+				ae := *apperr.From(err)
+				ae.Extra = map[string]any{"job_id": e.ID}
+				c.Header("Location", "/jobs/"+e.ID)
+				writeError(c, &ae)
 				return
 			}
 		}

@@ -113,6 +113,13 @@ func secretOp(pc *prefect.Client) jobs.Op {
 
 func newWritesBundle(t *testing.T, wait time.Duration) *writesBundle {
 	t.Helper()
+	return newWritesBundlePolling(t, wait, time.Minute)
+}
+
+// newWritesBundlePolling sets the api's fallback poll (the default bundle's
+// minute proves that completion arrives by pub/sub).
+func newWritesBundlePolling(t *testing.T, wait, poll time.Duration) *writesBundle {
+	t.Helper()
 	pf := prefecttest.New(t)
 	mr := miniredis.RunT(t)
 	opt, err := jobs.RedisOpt("redis://" + mr.Addr())
@@ -138,7 +145,7 @@ func newWritesBundle(t *testing.T, wait time.Duration) *writesBundle {
 	rdb := opt.MakeRedisClient().(redis.UniversalClient)
 	t.Cleanup(func() { _ = rdb.Close() })
 	jc, err := jobs.NewClient(context.Background(), rdb, jobs.ClientConfig{Key: cfg.JobEncryptionKey, Ops: ops,
-		MaxAttempts: cfg.JobMaxAttempts, Retention: cfg.JobRetention, PollInterval: time.Minute, Log: log})
+		MaxAttempts: cfg.JobMaxAttempts, Retention: cfg.JobRetention, PollInterval: poll, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,5 +448,37 @@ func TestPreferParsing(t *testing.T) {
 		if p.async != tc.async || p.wait != tc.wait || p.waitSet != tc.set {
 			t.Errorf("%q: got %+v", tc.in, p)
 		}
+	}
+}
+
+// Redis failing for the whole wait: a 503 with a detail that still names the
+// job (it is queued and goes on), never a bare 500 or a hang.
+func TestRedisDownDuringTheWaitGives503WithJobID(t *testing.T) {
+	t.Parallel()
+	b := newWritesBundlePolling(t, 10*time.Second, 50*time.Millisecond)
+	called, release := make(chan struct{}), make(chan struct{})
+	var once atomic.Bool
+	b.prefect.Handle("POST /deployments/{id}/create_flow_run", func(w http.ResponseWriter, r *http.Request) {
+		if once.CompareAndSwap(false, true) {
+			close(called)
+		}
+		<-release
+		prefecttest.Write(w, 201, map[string]any{"id": "fr-1", "name": "brave-otter"})
+	})
+	got := make(chan wrResp, 1)
+	go func() { got <- b.do(t, "POST", "/proxy/deployments/"+depID+"/flow_run", `{}`, "Prefer", "wait=1") }()
+	<-called
+	b.mr.SetError("LOADING Redis is loading the dataset in memory")
+	var r wrResp
+	select {
+	case r = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer")
+	}
+	b.mr.SetError("")
+	close(release)
+	m := wrJSON(t, r.body)
+	if r.status != 503 || m["job_id"] == nil || m["detail"] == nil || r.header.Get("Location") != "/jobs/"+m["job_id"].(string) {
+		t.Fatalf("%d %v %s", r.status, r.header, r.body)
 	}
 }
