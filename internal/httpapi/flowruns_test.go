@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -385,4 +386,91 @@ func TestSharedPoll(t *testing.T) {
 	if n.Load() != 1 {
 		t.Fatalf("10 identical concurrent polls made %d Prefect calls, want 1", n.Load())
 	}
+}
+
+// TestReadsAnswerWithinPrefectTimeout: a read as a whole — retries, pages,
+// fan-out levels — answers 502/503/504 within PREFECT_API_TIMEOUT, however
+// many Prefect calls it makes (Django's own timeout is often only 5 s).
+func TestReadsAnswerWithinPrefectTimeout(t *testing.T) {
+	t.Parallel()
+	const timeout = 400 * time.Millisecond
+	const margin = 300 * time.Millisecond
+	reads := []struct{ method, path, body string }{
+		{"GET", "/proxy/flow_runs/" + unknownID + "/poll", ""},
+		{"GET", "/proxy/flow_runs/" + unknownID, ""},
+		{"GET", "/proxy/flow_runs?deployment_id=" + testDep, ""},
+		{"GET", "/proxy/flow_runs/graph/" + unknownID, ""},
+		{"GET", "/proxy/flow_runs/logs/" + unknownID, ""},
+		{"GET", "/proxy/flow_runs/v1/logs/" + unknownID, ""},
+		{"GET", "/proxy/deployments/" + testDep, ""},
+		{"POST", "/proxy/deployments/filter", `{"org_slug":"o","deployment_ids":["` + testDep + `"]}`},
+		{"POST", "/proxy/flow_runs/late", `{}`},
+		{"POST", "/proxy/flow_run/", `{"name":"x"}`},
+		{"GET", "/proxy/v1/deployments/get_scheduled_flow_runs?deployment_id=" + testDep, ""},
+		{"GET", "/proxy/flow_runs/long-running/2", ""},
+		{"GET", "/proxy/blocks/secret/s", ""},
+		{"GET", "/proxy/blocks/airbyte/server/s", ""},
+		{"GET", "/proxy/blocks/airbyte/server/block/s", ""},
+		{"POST", "/proxy/workers/filter/", `{}`},
+	}
+	client := func(t *testing.T, f *prefecttest.Server) *prefect.Client {
+		u, _ := url.Parse(f.URL + "/api")
+		return prefect.New(prefect.Config{BaseURL: u, Timeout: timeout,
+			Retry: prefect.RetryPolicy{Attempts: 4, Base: 10 * time.Millisecond, Max: 10 * time.Millisecond}})
+	}
+	check := func(t *testing.T, h http.Handler, method, path, body string, want ...int) {
+		t.Helper()
+		start := time.Now()
+		code, got := serveReads(t, h, method, path, body)
+		elapsed := time.Since(start)
+		if !slices.Contains(want, code) {
+			t.Errorf("status %d, want one of %v: %s", code, want, got)
+		}
+		if elapsed > timeout+margin {
+			t.Errorf("answered after %v; PREFECT_API_TIMEOUT is %v", elapsed, timeout)
+		}
+	}
+	t.Run("a slow 503 is not retried past the timeout", func(t *testing.T) {
+		t.Parallel()
+		for _, rd := range reads {
+			t.Run(rd.method+" "+rd.path, func(t *testing.T) {
+				t.Parallel()
+				fake := prefecttest.New(t)
+				fake.Handle("/", func(w http.ResponseWriter, r *http.Request) {
+					select {
+					case <-time.After(timeout * 3 / 4):
+					case <-r.Context().Done():
+						return
+					}
+					prefecttest.Write(w, 503, map[string]any{"exception_message": "Service Unavailable"})
+				})
+				check(t, apiWithClient(client(t, fake)), rd.method, rd.path, rd.body, 502, 503, 504)
+			})
+		}
+	})
+	t.Run("calls in sequence share one deadline", func(t *testing.T) {
+		t.Parallel()
+		s := newScenario()
+		world := prefecttest.New(t)
+		s.w.install(world)
+		// Every call answers correctly, each in 60 % of the timeout: a read of
+		// two or more sequential calls runs out of time.
+		front := prefecttest.New(t)
+		front.Handle("/", func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-time.After(timeout * 3 / 5):
+			case <-r.Context().Done():
+				return
+			}
+			proxyTo(t, world, w, r)
+		})
+		h := apiWithClient(client(t, front))
+		for _, path := range []string{
+			"/proxy/flow_runs/" + s.r1.ID,
+			"/proxy/flow_runs/graph/" + s.r1.ID,
+			"/proxy/flow_runs?deployment_id=" + testDep,
+		} {
+			t.Run(path, func(t *testing.T) { check(t, h, "GET", path, "", 504) })
+		}
+	})
 }

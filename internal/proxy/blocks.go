@@ -57,6 +57,8 @@ func (s *Service) BlockDocumentByName(ctx context.Context, slug, name string) (B
 // block must not be an error. The name is used as given (the Python proxy did
 // not clean it here).
 func (s *Service) AirbyteServerBlockID(ctx context.Context, name string) (map[string]*string, error) {
+	ctx, cancel := s.readCtx(ctx)
+	defer cancel()
 	doc, err := s.BlockDocumentByName(ctx, AirbyteServerSlug, name)
 	if prefect.IsNotFound(err) {
 		return map[string]*string{"block_id": nil}, nil
@@ -79,6 +81,8 @@ type AirbyteServerConfig struct {
 // block and its basic-auth token. A missing block is 404 "block not found"
 // (the Python proxy meant this but crashed into a 500).
 func (s *Service) AirbyteServerBlock(ctx context.Context, name string) (AirbyteServerConfig, error) {
+	ctx, cancel := s.readCtx(ctx)
+	defer cancel()
 	doc, err := s.BlockDocumentByName(ctx, AirbyteServerSlug, name)
 	if prefect.IsNotFound(err) {
 		return AirbyteServerConfig{}, apperr.Wrap(apperr.NotFound, err, "block not found")
@@ -161,6 +165,8 @@ func (s *Service) secretDocument(ctx context.Context, cleaned, failMsg string) (
 	if cleaned == "" {
 		return BlockDocument{}, notFound // Prefect has no route for an empty name
 	}
+	ctx, cancel := s.readCtx(ctx)
+	defer cancel()
 	doc, err := s.BlockDocumentByName(ctx, SecretSlug, cleaned)
 	if prefect.IsNotFound(err) {
 		notFound.Err = err

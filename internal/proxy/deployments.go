@@ -72,11 +72,9 @@ func orNull(raw json.RawMessage) json.RawMessage {
 // rejection (unknown or malformed id) is 400 "failed to fetch deployment <id>".
 func (s *Service) Deployment(ctx context.Context, id string) (DeploymentJSON, error) {
 	msg := "failed to fetch deployment " + id
-	raw, err := shared(s, "deployment:"+id, func() (json.RawMessage, error) {
+	raw, err := sharedRead(ctx, s, "deployment:"+id, func(ctx context.Context) (json.RawMessage, error) {
 		var raw json.RawMessage
-		// Detached from the caller: the result is shared with other callers;
-		// the client's own timeout still bounds it.
-		err := s.prefect.Get(context.WithoutCancel(ctx), "/deployments/"+url.PathEscape(id), &raw)
+		err := s.prefect.Get(ctx, "/deployments/"+url.PathEscape(id), &raw)
 		return raw, err
 	})
 	if err != nil {
@@ -107,8 +105,8 @@ func (s *Service) FilterDeployments(ctx context.Context, orgSlug string, ids []s
 		},
 	}
 	key, _ := json.Marshal(body)
-	rows, err := shared(s, "deployments/filter:"+string(key), func() ([]json.RawMessage, error) {
-		return s.prefect.FilterAll(context.WithoutCancel(ctx), "/deployments/filter", body, 0)
+	rows, err := sharedRead(ctx, s, "deployments/filter:"+string(key), func(ctx context.Context) ([]json.RawMessage, error) {
+		return s.prefect.FilterAll(ctx, "/deployments/filter", body, 0)
 	})
 	if err != nil {
 		return nil, routeErr(err, msg)

@@ -68,8 +68,8 @@ func (s *Service) FlowRunPoll(ctx context.Context, id string) (json.RawMessage, 
 	if !ok {
 		return nil, badID(msg)
 	}
-	raw, err := shared(s, "poll:"+cid, func() (json.RawMessage, error) {
-		return s.getFlowRun(context.WithoutCancel(ctx), cid)
+	raw, err := sharedRead(ctx, s, "poll:"+cid, func(ctx context.Context) (json.RawMessage, error) {
+		return s.getFlowRun(ctx, cid)
 	})
 	return raw, routeErr(err, msg)
 }
@@ -91,8 +91,7 @@ func (s *Service) FlowRun(ctx context.Context, id string) (json.RawMessage, erro
 	if !ok {
 		return nil, badID(msg)
 	}
-	raw, err := shared(s, "flowrun:"+cid, func() (json.RawMessage, error) {
-		ctx := context.WithoutCancel(ctx)
+	raw, err := sharedRead(ctx, s, "flowrun:"+cid, func(ctx context.Context) (json.RawMessage, error) {
 		raw, err := s.getFlowRun(ctx, cid)
 		if err != nil {
 			return nil, err
@@ -140,8 +139,7 @@ func (s *Service) FlowRunsByDeployment(ctx context.Context, deploymentID string,
 		return nil, badID(msg)
 	}
 	key := "flowruns:" + dep + "|" + strconv.Itoa(limit) + "|" + startTimeGT
-	out, err := shared(s, key, func() ([]FlowRunSummary, error) {
-		ctx := context.WithoutCancel(ctx)
+	out, err := sharedRead(ctx, s, key, func(ctx context.Context) ([]FlowRunSummary, error) {
 		runFilter := map[string]any{
 			"operator": "and_",
 			"state":    map[string]any{"type": map[string]any{"any_": terminalTypes}},
@@ -215,6 +213,8 @@ type LateFlowRun struct {
 // LateFlowRuns is route 20 (POST /proxy/flow_runs/late): runs in the "Late"
 // state, newest start first.
 func (s *Service) LateFlowRuns(ctx context.Context, f LateFilter) ([]LateFlowRun, error) {
+	ctx, cancel := s.readCtx(ctx)
+	defer cancel()
 	const msg = "failed to fetch late flow runs"
 	exclude := f.ExcludeFlowRunIDs
 	if exclude == nil {
@@ -269,6 +269,8 @@ func (s *Service) LateFlowRuns(ctx context.Context, f LateFilter) ([]LateFlowRun
 // FlowRunByName is route 18 (POST /proxy/flow_run/): the first run with that
 // name in Prefect's default order (ID_DESC), plus "status" (state.type).
 func (s *Service) FlowRunByName(ctx context.Context, name string) (json.RawMessage, error) {
+	ctx, cancel := s.readCtx(ctx)
+	defer cancel()
 	var rows []json.RawMessage
 	err := s.prefect.PostRead(ctx, "/flow_runs/filter", map[string]any{
 		"flow_runs": map[string]any{"operator": "and_", "name": map[string]any{"any_": []string{name}}},
@@ -301,6 +303,8 @@ func (s *Service) ScheduledFlowRuns(ctx context.Context, deploymentID string) ([
 	if !ok {
 		return nil, badID(msg)
 	}
+	ctx, cancel := s.readCtx(ctx)
+	defer cancel()
 	rows, err := s.prefect.FilterAll(ctx, "/flow_runs/filter", map[string]any{
 		"sort":        "NEXT_SCHEDULED_START_TIME_ASC",
 		"deployments": map[string]any{"id": map[string]any{"any_": []string{dep}}},
@@ -317,6 +321,8 @@ func (s *Service) ScheduledFlowRuns(ctx context.Context, deploymentID string) ([
 // The Python route had no error mapping: a Prefect rejection is a 400 whose
 // detail is Prefect's text.
 func (s *Service) LongRunningFlowRuns(ctx context.Context, nhours int, since time.Time) ([]json.RawMessage, error) {
+	ctx, cancel := s.readCtx(ctx)
+	defer cancel()
 	before := since.Add(-time.Duration(nhours) * time.Hour).UTC()
 	rows, err := s.prefect.FilterAll(ctx, "/flow_runs/filter", map[string]any{
 		"flow_runs": map[string]any{

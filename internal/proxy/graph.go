@@ -159,8 +159,7 @@ func (s *Service) FlowRunGraph(ctx context.Context, id string) ([]GraphNode, err
 	if !ok {
 		return nil, badID(msg)
 	}
-	out, err := shared(s, "graph:"+cid, func() ([]GraphNode, error) {
-		ctx := context.WithoutCancel(ctx)
+	out, err := sharedRead(ctx, s, "graph:"+cid, func(ctx context.Context) ([]GraphNode, error) {
 		nodes, err := s.graphNodes(ctx, cid)
 		if err != nil {
 			return nil, err

@@ -57,8 +57,7 @@ func (s *Service) FlowRunLogs(ctx context.Context, id, taskRunID string, limit, 
 		}
 	}
 	key := "logs:" + cid + "|" + tid + "|" + strconv.Itoa(limit) + "|" + strconv.Itoa(offset)
-	page, err := shared(s, key, func() (LogPage, error) {
-		ctx := context.WithoutCancel(ctx)
+	page, err := sharedRead(ctx, s, key, func(ctx context.Context) (LogPage, error) {
 		ids := []string{cid}
 		nodes, err := s.graphNodes(ctx, cid)
 		if up := UpstreamErr(err); up != nil {
@@ -116,8 +115,7 @@ func (s *Service) FlowRunLogsByNode(ctx context.Context, id string) ([]NodeLogs,
 	if !ok {
 		return nil, badID(msg)
 	}
-	out, err := shared(s, "logsv1:"+cid, func() ([]NodeLogs, error) {
-		ctx := context.WithoutCancel(ctx)
+	out, err := sharedRead(ctx, s, "logsv1:"+cid, func(ctx context.Context) ([]NodeLogs, error) {
 		nodes, err := s.graphNodes(ctx, cid)
 		if err != nil {
 			return nil, err

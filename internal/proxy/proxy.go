@@ -44,6 +44,24 @@ func New(pc *prefect.Client, log logrus.FieldLogger) *Service {
 // Prefect exposes the client, for routes that pass Prefect's answer through.
 func (s *Service) Prefect() *prefect.Client { return s.prefect }
 
+// readCtx bounds a whole read — its retries, pages and fan-out levels — by
+// PREFECT_API_TIMEOUT, so a read answers (502/503/504 at worst) within it
+// rather than within a multiple of it.
+func (s *Service) readCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.prefect.Timeout())
+}
+
+// sharedRead runs the read fn once for all concurrent callers with the same
+// key. Its result (or error) is everyone's, so it is detached from the first
+// caller's cancellation, and bounded as a whole by readCtx.
+func sharedRead[T any](ctx context.Context, s *Service, key string, fn func(context.Context) (T, error)) (T, error) {
+	return shared(s, key, func() (T, error) {
+		ctx, cancel := s.readCtx(context.WithoutCancel(ctx))
+		defer cancel()
+		return fn(ctx)
+	})
+}
+
 // shared runs fn once for all concurrent callers with the same key.
 func shared[T any](s *Service, key string, fn func() (T, error)) (T, error) {
 	v, err, _ := s.group.Do(key, func() (any, error) { return fn() })
@@ -103,7 +121,7 @@ func UpstreamErr(err error) *apperr.Error {
 // PrefectVersion is route 34: Prefect's package version, or nil on any error
 // (Django shows "Not available" instead of breaking its page).
 func (s *Service) PrefectVersion(ctx context.Context) any {
-	v, err := shared(s, "version", func() (string, error) {
+	v, err := sharedRead(ctx, s, "version", func(ctx context.Context) (string, error) {
 		var v string
 		err := s.prefect.Get(ctx, "/admin/version", &v)
 		return v, err

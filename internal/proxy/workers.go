@@ -72,6 +72,8 @@ func (s *Service) CountWorkers(ctx context.Context, pools []string, status strin
 		// Only an ONLINE row can be online; an OFFLINE count needs every row.
 		filter["workers"] = map[string]any{"status": map[string]any{"any_": []string{"ONLINE"}}}
 	}
+	ctx, cancel := s.readCtx(ctx)
+	defer cancel()
 	now := time.Now()
 	seen := make(map[string]bool, len(named))
 	var total atomic.Int64
