@@ -213,6 +213,9 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any, ide
 		if retryAfter > delay {
 			delay = retryAfter
 		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= delay {
+			return err // the retry could only start after the caller's deadline
+		}
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():

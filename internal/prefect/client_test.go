@@ -376,3 +376,25 @@ func TestBackoffBounds(t *testing.T) {
 		}
 	}
 }
+
+func TestNoWaitPastTheDeadline(t *testing.T) {
+	t.Parallel()
+	f := prefecttest.New(t)
+	f.Handle("/limited", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Retry-After", "5")
+		prefecttest.Write(w, 429, map[string]any{"detail": "slow down"})
+	})
+	c := client(t, f, 2*time.Second, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	err := c.Get(ctx, "/limited", nil)
+	if !prefect.IsStatus(err, 429) {
+		t.Fatalf("err = %v, want the 429", err)
+	}
+	// The retry could only start after the caller's deadline: give up now
+	// rather than sleep until the deadline.
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("waited %v for a retry that could never be made", d)
+	}
+}
