@@ -143,13 +143,27 @@ func parsePrefer(values []string) prefer {
 			case "respond-async":
 				p.async = true
 			case "wait":
-				if n, err := strconv.Atoi(val); err == nil && n >= 0 && !p.waitSet {
-					p.wait, p.waitSet = time.Duration(n)*time.Second, true
+				if d, ok := deltaSeconds(val); ok && !p.waitSet {
+					p.wait, p.waitSet = d, true
 				}
 			}
 		}
 	}
 	return p
+}
+
+// deltaSeconds parses RFC 7240's delta-seconds (digits only). A huge value
+// is capped rather than overflowing into a negative duration.
+func deltaSeconds(s string) (time.Duration, bool) {
+	const maxSeconds = 1 << 30
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = min(n*10+int(s[i]-'0'), maxSeconds)
+	}
+	return time.Duration(n) * time.Second, s != ""
 }
 
 // checkIdempotencyKey accepts up to 255 visible ASCII characters.

@@ -443,6 +443,9 @@ func TestPreferParsing(t *testing.T) {
 		{[]string{`wait="4"`}, false, 4 * time.Second, true},
 		{[]string{"wait=soon, return=minimal"}, false, 0, false},
 		{[]string{"wait=-2"}, false, 0, false},
+		{[]string{"wait="}, false, 0, false},
+		{[]string{"wait=99999999999999999999"}, false, (1 << 30) * time.Second, true},
+		{[]string{"wait=10000000000"}, false, (1 << 30) * time.Second, true},
 	} {
 		p := parsePrefer(tc.in)
 		if p.async != tc.async || p.wait != tc.wait || p.waitSet != tc.set {
