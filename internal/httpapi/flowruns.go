@@ -66,7 +66,7 @@ func flowRunsByDeployment(s *proxy.Service) handler {
 		var q queryErrs
 		dep := q.required(c, "deployment_id")
 		limit := q.nonNegInt(c, "limit", 0)
-		start, _ := lastQuery(c, "start_time_gt")
+		start, _ := queryDateTime(c, "start_time_gt")
 		if err := q.err(); err != nil {
 			return nil, err
 		}
@@ -179,7 +179,7 @@ func longRunningFlowRuns(s *proxy.Service) handler {
 				fmt.Sprintf("Input should be between -%d and %d", maxHours, maxHours), "path", "nhours"))
 		}
 		since := time.Now()
-		if v, ok := lastQuery(c, "start_time_str"); ok && v != "" {
+		if v, ok := queryDateTime(c, "start_time_str"); ok && v != "" {
 			t, ok := parseISODateTime(v)
 			if !ok {
 				q = append(q, apperr.Field("datetime_parsing",

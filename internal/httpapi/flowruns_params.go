@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +23,18 @@ func lastQuery(c *gin.Context, name string) (string, bool) {
 		return "", false
 	}
 	return vs[len(vs)-1], true
+}
+
+// spacedOffset is a date-time whose UTC offset lost its "+": in a query
+// string an unencoded "+" means a space, so "...T10:00:00+05:30" sent raw
+// arrives as "...T10:00:00 05:30".
+var spacedOffset = regexp.MustCompile(`^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$`)
+
+// queryDateTime returns a date-time query parameter with a "+" offset that
+// arrived as a space put back.
+func queryDateTime(c *gin.Context, name string) (string, bool) {
+	v, ok := lastQuery(c, name)
+	return spacedOffset.ReplaceAllString(strings.TrimSpace(v), "$1+$2"), ok
 }
 
 // queryErrs collects FastAPI-style errors for query and path parameters.

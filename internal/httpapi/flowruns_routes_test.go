@@ -346,6 +346,8 @@ func TestLongRunningFlowRuns(t *testing.T) {
 	}{
 		{"start_time_str minus nhours", "/proxy/flow_runs/long-running/2?start_time_str=2026-03-01T10:00:00%2B02:00", 200,
 			"2026-03-01T06:00:00Z", `{"flow_runs":[{"id":"a","parameters":{"config":{"org_slug":"o"}}}]}`},
+		{"an unencoded + in start_time_str (decoded as a space) is still the offset",
+			"/proxy/flow_runs/long-running/2?start_time_str=2026-03-01T10:00:00+02:00", 200, "2026-03-01T06:00:00Z", ""},
 		{"naive start_time_str is UTC", "/proxy/flow_runs/long-running/1?start_time_str=2026-03-01T10:00:00", 200, "2026-03-01T09:00:00Z", ""},
 		{"default is now", "/proxy/flow_runs/long-running/2", 200, "now", ""},
 		{"nhours not an int", "/proxy/flow_runs/long-running/two", 422, "",

@@ -105,6 +105,8 @@ func TestFlowRunHistoryQuery(t *testing.T) {
 	}{
 		{"limit is passed to Prefect", "deployment_id=" + testDep + "&limit=2", 200, "", 2.0, nil},
 		{"start_time_gt becomes start_time.after_", "deployment_id=" + testDep + "&start_time_gt=2026-01-01T00:00:00%2B00:00", 200, "", 200.0, "2026-01-01T00:00:00+00:00"},
+		{"an unencoded + in start_time_gt (decoded as a space) still reaches Prefect as the offset",
+			"deployment_id=" + testDep + "&start_time_gt=2026-01-01T00:00:00.123456+00:00", 200, "", 200.0, "2026-01-01T00:00:00.123456+00:00"},
 		{"missing deployment_id is a 422 list", "limit=1", 422,
 			`{"detail":[{"loc":["query","deployment_id"],"msg":"Field required","type":"missing"}]}`, nil, nil},
 		{"negative limit is a 422", "deployment_id=" + testDep + "&limit=-1", 422,
