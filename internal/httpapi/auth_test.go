@@ -3,9 +3,13 @@ package httpapi
 import (
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 )
 
 func TestProxyTokenGuard(t *testing.T) {
@@ -98,5 +102,34 @@ func TestAdminOnly(t *testing.T) {
 				t.Error("401 without WWW-Authenticate")
 			}
 		})
+	}
+}
+
+// TestTokenGuardCoversEveryDjangoRoute walks the router itself, so a route
+// added later cannot be left open: with PROXY_API_TOKEN set, every /proxy,
+// /jobs and /delete-a-block route answers 401 without the bearer token.
+func TestTokenGuardCoversEveryDjangoRoute(t *testing.T) {
+	t.Parallel()
+	fake, api := readsAPI(t, "t0k")
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	addRoutes(r, Deps{Config: config.Config{ProxyAPIToken: "t0k"}})
+	guarded := 0
+	for _, rt := range r.Routes() {
+		if !strings.HasPrefix(rt.Path, "/proxy/") && !strings.HasPrefix(rt.Path, "/jobs/") &&
+			!strings.HasPrefix(rt.Path, "/delete-a-block/") {
+			continue
+		}
+		guarded++
+		path := regexp.MustCompile(`:[a-z_]+`).ReplaceAllString(rt.Path, "x")
+		if status, body := serveReads(t, api, rt.Method, path, `{}`); status != 401 {
+			t.Errorf("%s %s: %d %s, want 401", rt.Method, path, status, body)
+		}
+	}
+	if guarded < 30 {
+		t.Fatalf("only %d Django-facing routes found", guarded)
+	}
+	if n := len(fake.Calls()); n != 0 {
+		t.Errorf("unauthorized requests reached Prefect %d times", n)
 	}
 }
