@@ -210,6 +210,14 @@ func TestFlowRunsOfDeployment(t *testing.T) { // route 19
 			t.Errorf("start_time_gt: %d runs: %v", len(runs), runs)
 		}
 	})
+	t.Run("start_time_gt with an unencoded + keeps later runs", func(t *testing.T) {
+		// A raw "+" in a query string decodes to a space.
+		q := h.midpoint.Format("2006-01-02T15:04:05.000000+00:00")
+		runs := send(t, "GET", base+"&limit=50&start_time_gt="+q, nil).expect(t, 200).object(t)["flow_runs"].([]any)
+		if len(runs) != 2 {
+			t.Errorf("start_time_gt: %d runs: %v", len(runs), runs)
+		}
+	})
 	t.Run("negative limit gives 422", func(t *testing.T) {
 		send(t, "GET", base+"&limit=-1", nil).validation(t)
 	})
