@@ -116,23 +116,13 @@ func (r *Reconciler) Tick(ctx context.Context) (int, error) {
 		r.Log.WithField("cursor", since).Warn("relay reconciler: cursor older than 24 h; scanning the last 24 h only")
 		since = floor
 	}
-	rows, err := r.Prefect.FilterAll(ctx, "/flow_runs/filter", map[string]any{
-		"flow_runs": map[string]any{
-			"state":    map[string]any{"type": map[string]any{"any_": terminalTypes}},
-			"end_time": map[string]any{"after_": since.Format(time.RFC3339Nano)},
-		},
-		"sort": "END_TIME_DESC",
-	}, 0)
+	rows, err := r.scan(ctx, since)
 	if err != nil {
 		// Keep the lease: the next tick retries the same window.
 		return 0, err
 	}
 	found := make([]Notification, 0, len(rows))
-	for _, row := range rows {
-		var fr flowRunJSON
-		if json.Unmarshal(row, &fr) != nil {
-			continue
-		}
+	for _, fr := range rows {
 		n, ts := fr.notification()
 		n.Source = "reconciler"
 		n, err := finish(n, fr.ID, ts)
@@ -172,4 +162,43 @@ func (r *Reconciler) Tick(ctx context.Context) (int, error) {
 		r.Log.WithFields(logrus.Fields{"runs": len(rows), "queued": queued}).Info("relay reconciler: queued terminal states")
 	}
 	return queued, nil
+}
+
+// pageOverlap is how many rows each page of a scan re-reads from the end of
+// the previous one.
+const pageOverlap = prefect.PageSize / 10
+
+// scan reads Prefect's runs in a terminal state that ended after since,
+// newest first. Runs that end during the scan land on the first page and
+// push the rest down (re-read, harmless); a run that leaves the set (Django
+// retries a Failed run, which goes back to Scheduled) pulls every later row
+// up, so plain offset paging would skip one row per run that left. Each page
+// therefore starts pageOverlap rows before the end of the previous one, and
+// rows read twice are dropped by id.
+func (r *Reconciler) scan(ctx context.Context, since time.Time) ([]flowRunJSON, error) {
+	filter := map[string]any{
+		"state":    map[string]any{"type": map[string]any{"any_": terminalTypes}},
+		"end_time": map[string]any{"after_": since.Format(time.RFC3339Nano)},
+	}
+	var out []flowRunJSON
+	seen := map[string]bool{}
+	for offset := 0; ; offset += prefect.PageSize - pageOverlap {
+		var rows []json.RawMessage
+		if err := r.Prefect.PostRead(ctx, "/flow_runs/filter", map[string]any{
+			"flow_runs": filter, "sort": "END_TIME_DESC", "limit": prefect.PageSize, "offset": offset,
+		}, &rows); err != nil {
+			return nil, err
+		}
+		for _, row := range rows {
+			var fr flowRunJSON
+			if json.Unmarshal(row, &fr) != nil || seen[fr.ID] {
+				continue
+			}
+			seen[fr.ID] = true
+			out = append(out, fr)
+		}
+		if len(rows) < prefect.PageSize {
+			return out, nil
+		}
+	}
 }

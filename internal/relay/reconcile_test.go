@@ -190,3 +190,44 @@ func TestReconcilerSkipsKnownStateChanges(t *testing.T) {
 		t.Fatalf("Known = %v, %v", known, err)
 	}
 }
+
+// Runs leave the terminal set while a scan pages through it (Django retries a
+// Failed run: it goes back to Scheduled). With plain offset paging every
+// later row moves up and the one at the page boundary is never read.
+func TestReconcilerPagingSurvivesRunsLeavingTheSet(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	var mu sync.Mutex
+	runs := []map[string]any{}
+	for i := 0; i < 450; i++ { // newest first, as END_TIME_DESC
+		runs = append(runs, map[string]any{
+			"id": uuidN(i), "name": "r",
+			"state": map[string]any{"name": "Failed", "type": "FAILED", "timestamp": t0.Add(-time.Duration(i) * time.Millisecond).Format(time.RFC3339Nano)},
+		})
+	}
+	r.prefect.Handle("POST /flow_runs/filter", func(w http.ResponseWriter, req *http.Request) {
+		var body map[string]any
+		_ = json.NewDecoder(req.Body).Decode(&body)
+		off, lim := int(body["offset"].(float64)), int(body["limit"].(float64))
+		mu.Lock()
+		page := append([]map[string]any(nil), runs[min(off, len(runs)):min(off+lim, len(runs))]...)
+		if off == 0 {
+			runs = runs[3:] // three runs of the first page are retried meanwhile
+		}
+		mu.Unlock()
+		prefecttest.Write(w, 200, page)
+	})
+	q := &recordingQueue{}
+	now := t0
+	rec := &Reconciler{Prefect: r.prefect.Client(), Redis: r.rdb, Queue: q, States: r.h.States,
+		Interval: time.Second, Overlap: time.Minute, Log: r.h.Log, Now: func() time.Time { return now }}
+	ctx := context.Background()
+	if _, err := rec.Tick(ctx); err != nil { // first start
+		t.Fatal(err)
+	}
+	r.mr.FastForward(time.Second)
+	now = now.Add(30 * time.Second)
+	if n, err := rec.Tick(ctx); err != nil || n != 450 {
+		t.Fatalf("queued %d (%v), want every one of the 450 runs", n, err)
+	}
+}
