@@ -159,13 +159,19 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 		asynq.Retention(c.cfg.Retention),
 		asynq.Timeout(c.cfg.AttemptTimeout),
 	)
+	// Concurrent repeats of a key race each other (an expired job being
+	// replaced, say): each conflict re-reads what holds the id now.
+	const tries = 4
 	for try := 0; ; try++ {
 		_, err = c.aq.EnqueueContext(ctx, task)
 		if err == nil {
 			return Enqueued{ID: id, Queue: op.Queue}, nil
 		}
-		if !errors.Is(err, asynq.ErrTaskIDConflict) || opts.IdempotencyKey == "" || try > 0 {
+		if !errors.Is(err, asynq.ErrTaskIDConflict) || opts.IdempotencyKey == "" {
 			return Enqueued{}, apperr.Wrap(apperr.Unavailable, err, "the job queue (Redis) is unavailable")
+		}
+		if try == tries-1 {
+			return Enqueued{}, apperr.Wrap(apperr.Unavailable, err, "concurrent requests with this Idempotency-Key; retry")
 		}
 		info, err := c.insp.GetTaskInfo(op.Queue, id)
 		if err != nil {
@@ -182,9 +188,9 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 		if c.expired(info) {
 			// A failed job stays in asynq's archive (for /monitoring/) longer
 			// than JOB_RETENTION; past it, the key is free again.
-			if err := c.insp.DeleteTask(op.Queue, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
-				return Enqueued{}, apperr.Wrap(apperr.Unavailable, err, "the job queue (Redis) is unavailable")
-			}
+			// A failed delete is most often a concurrent repeat's new job
+			// (already running): the next round finds it.
+			_ = c.insp.DeleteTask(op.Queue, id)
 			continue
 		}
 		return Enqueued{ID: id, Queue: op.Queue, Existing: true}, nil

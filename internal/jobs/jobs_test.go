@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -577,5 +578,57 @@ func TestWaitSurvivesARedisBlip(t *testing.T) {
 	}
 	if el := time.Since(start); el < 400*time.Millisecond || el > 5*time.Second {
 		t.Fatalf("redis down: returned after %s", el)
+	}
+}
+
+// Concurrent repeats of an Idempotency-Key whose failed job has expired: one
+// new job, and every caller gets its id (none a 503 from the id conflict).
+func TestConcurrentReuseOfAnExpiredKey(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	op := echoOp("t:race", func(context.Context, json.RawMessage, string) (any, error) {
+		if calls.Add(1) == 1 {
+			return nil, apperr.New(apperr.BadRequest, "failed to do it")
+		}
+		return "again", nil
+	})
+	r := newRigWith(t, rigOpts{maxAttempts: 3, retention: 2 * time.Second}, op)
+	ctx := context.Background()
+	key := EnqueueOptions{IdempotencyKey: "race-1"}
+	e, err := r.client.Enqueue(ctx, op, nil, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, _ := r.client.Wait(ctx, e, 10*time.Second); j == nil || j.State != StateFailed {
+		t.Fatalf("job %+v", j)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := r.client.Get(ctx, e.ID); errors.Is(err, ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("failed job still visible after JOB_RETENTION")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	const n = 16
+	errs := make(chan error, n)
+	start := make(chan struct{})
+	for range n {
+		go func() {
+			<-start
+			e2, err := r.client.Enqueue(ctx, op, nil, key)
+			if err == nil && e2.ID != e.ID {
+				err = fmt.Errorf("id %s, want %s", e2.ID, e.ID)
+			}
+			errs <- err
+		}()
+	}
+	close(start)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }
