@@ -398,3 +398,29 @@ func TestNoWaitPastTheDeadline(t *testing.T) {
 		t.Fatalf("waited %v for a retry that could never be made", d)
 	}
 }
+
+func TestCancelWithoutDeadlineStopsBackoff(t *testing.T) {
+	t.Parallel()
+	f := prefecttest.New(t)
+	var n atomic.Int32
+	f.Handle("/down", func(w http.ResponseWriter, _ *http.Request) {
+		n.Add(1)
+		prefecttest.Write(w, 503, map[string]any{"exception_message": "Service Unavailable"})
+	})
+	u, _ := url.Parse(f.URL + "/api")
+	c := prefect.New(prefect.Config{BaseURL: u, Timeout: time.Second,
+		Retry: prefect.RetryPolicy{Attempts: 5, Base: 10 * time.Second, Max: 10 * time.Second}})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start := time.Now()
+	err := c.Get(ctx, "/down", nil)
+	if !prefect.IsStatus(err, 503) {
+		t.Fatalf("err = %v, want the last 503", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("cancelled call waited %v", d)
+	}
+	if n.Load() != 1 {
+		t.Fatalf("%d calls after the cancel, want 1", n.Load())
+	}
+}
