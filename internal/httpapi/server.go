@@ -46,8 +46,9 @@ func New(d Deps) http.Handler {
 	r.Use(requestID(), recoverJSON(d.Log), accessLog(d.Log, d.Metrics))
 	r.NoRoute(func(c *gin.Context) { writeError(c, apperr.New(apperr.NotFound, "Not Found")) })
 	r.NoMethod(func(c *gin.Context) {
-		writeError(c, &apperr.Error{Code: apperr.Invalid, Message: "Method Not Allowed"})
-		c.Status(http.StatusMethodNotAllowed)
+		// Written directly: apperr has no 405, and a status set after the
+		// JSON body is written is ignored (this answered 422).
+		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, gin.H{"detail": "Method Not Allowed"})
 	})
 	addRoutes(r, d)
 	return stripTrailingSlash(r)

@@ -100,3 +100,14 @@ func jsonEqual(t *testing.T, a, b string) bool {
 	ya, _ := json.Marshal(y)
 	return bytes.Equal(xa, ya)
 }
+
+// A known path with the wrong method is FastAPI's 405 {"detail": "Method Not Allowed"}.
+func TestWrongMethodIs405(t *testing.T) {
+	t.Parallel()
+	_, h := readsAPI(t, "")
+	code, body := serveReads(t, h, "DELETE", "/proxy/prefect/version", "")
+	if code != http.StatusMethodNotAllowed {
+		t.Fatalf("status %d, want 405: %s", code, body)
+	}
+	assertJSON(t, body, `{"detail":"Method Not Allowed"}`)
+}
