@@ -19,6 +19,22 @@ type Op struct {
 	Run func(ctx context.Context, payload json.RawMessage, jobID string) (any, error)
 }
 
+type attemptKey struct{}
+
+// WithAttempt records which attempt of its job ctx belongs to (the Runner
+// sets it; tests may too).
+func WithAttempt(ctx context.Context, n int) context.Context {
+	return context.WithValue(ctx, attemptKey{}, n)
+}
+
+// Attempt is the attempt (1, 2, ...) ctx's job is on; 0 outside a job. An op
+// on attempt 2 or later may find its own earlier, unanswered work done: a
+// delete already gone, a run already cancelling.
+func Attempt(ctx context.Context) int {
+	n, _ := ctx.Value(attemptKey{}).(int)
+	return n
+}
+
 // State is a job's public state (GET /jobs/{id}).
 type State string
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -161,7 +162,12 @@ func TestJobSucceedsAndWakesWaiterThroughPubSub(t *testing.T) {
 func TestRetryOn503ThenSuccess(t *testing.T) {
 	t.Parallel()
 	var calls atomic.Int32
-	op := echoOp("t:flaky", func(context.Context, json.RawMessage, string) (any, error) {
+	var mu sync.Mutex
+	var attempts []int
+	op := echoOp("t:flaky", func(ctx context.Context, _ json.RawMessage, _ string) (any, error) {
+		mu.Lock()
+		attempts = append(attempts, Attempt(ctx))
+		mu.Unlock()
 		if calls.Add(1) == 1 {
 			return nil, &prefect.APIError{Method: "POST", Path: "/x", Status: http.StatusServiceUnavailable}
 		}
@@ -180,6 +186,11 @@ func TestRetryOn503ThenSuccess(t *testing.T) {
 	}
 	if j.State != StateSucceeded || j.Attempts != 2 || string(j.Body) != `{"success":1}` {
 		t.Fatalf("job %+v %s", j, j.Body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(attempts) != "[1 2]" || Attempt(ctx) != 0 {
+		t.Fatalf("ops saw attempts %v", attempts)
 	}
 	if el := time.Since(start); el > 3*time.Second {
 		t.Fatalf("first retry took %s; want within about a second", el)

@@ -85,7 +85,7 @@ func (r *Runner) process(ctx context.Context, op Op, t *asynq.Task) error {
 		return fmt.Errorf("%s: payload cannot be opened: %w", op.Name, asynq.SkipRetry)
 	}
 
-	body, runErr := op.Run(ctx, env.Payload, id)
+	body, runErr := op.Run(WithAttempt(ctx, attempt), env.Payload, id)
 	if runErr == nil {
 		data, err := json.Marshal(body)
 		if err != nil {
