@@ -136,6 +136,13 @@ func rawTextErr(err error) error {
 	return writeErr(err, "prefect request failed")
 }
 
+// goneOnRetry reports a 404 on a retried attempt of a delete: the earlier
+// attempt most likely deleted it and its answer was lost (the worker died,
+// Prefect answered too late), so the job has done what was asked.
+func goneOnRetry(ctx context.Context, err error) bool {
+	return jobs.Attempt(ctx) > 1 && prefect.IsNotFound(err)
+}
+
 // notFoundText is what Prefect answers for a path id that is not a UUID
 // (no `{id:uuid}` route matches), i.e. what routes 11 and 30 passed on.
 const notFoundText = `{"detail":"Not Found"}`

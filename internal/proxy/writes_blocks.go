@@ -297,7 +297,7 @@ func (s *Service) runSecretUpsert(ctx context.Context, p SecretPayload, jobID st
 
 // runBlockDelete is route 11: null, or 400 with Prefect's raw answer.
 func (s *Service) runBlockDelete(ctx context.Context, p BlockDeletePayload, _ string) (any, error) {
-	if err := s.prefect.Do(ctx, http.MethodDelete, "/block_documents/"+p.BlockID, nil, nil, false); err != nil {
+	if err := s.prefect.Do(ctx, http.MethodDelete, "/block_documents/"+p.BlockID, nil, nil, false); err != nil && !goneOnRetry(ctx, err) {
 		return nil, rawTextErr(err)
 	}
 	return nil, nil

@@ -336,7 +336,7 @@ func (s *Service) runEntrypoint(ctx context.Context, p EntrypointPayload, _ stri
 
 // runDeploymentDelete is route 30: null, or 400 with Prefect's raw answer.
 func (s *Service) runDeploymentDelete(ctx context.Context, p DeploymentDeletePayload, _ string) (any, error) {
-	if err := s.prefect.Do(ctx, http.MethodDelete, "/deployments/"+p.DeploymentID, nil, nil, false); err != nil {
+	if err := s.prefect.Do(ctx, http.MethodDelete, "/deployments/"+p.DeploymentID, nil, nil, false); err != nil && !goneOnRetry(ctx, err) {
 		return nil, rawTextErr(err)
 	}
 	return nil, nil

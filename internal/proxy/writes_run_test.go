@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect/prefecttest"
 )
@@ -48,7 +49,9 @@ type runCase struct {
 	params map[string]string
 	body   string
 	jobID  string
-	setup  func(f *prefecttest.Server)
+	// attempt of the job (jobs.WithAttempt); 0: outside a job
+	attempt int
+	setup   func(f *prefecttest.Server)
 	// outcome: result JSON, or error status+detail, or a retryable error
 	result    string
 	status    int
@@ -75,7 +78,11 @@ func runCases(t *testing.T, cases []runCase) {
 				t.Fatalf("decode: %v", err)
 			}
 			raw, _ := json.Marshal(p)
-			res, err := o.Run(context.Background(), s, raw, tc.jobID)
+			ctx := context.Background()
+			if tc.attempt > 0 {
+				ctx = jobs.WithAttempt(ctx, tc.attempt)
+			}
+			res, err := o.Run(ctx, s, raw, tc.jobID)
 			switch {
 			case tc.retryable:
 				if err == nil || !prefect.Retryable(err) {
@@ -305,6 +312,25 @@ func TestRunBlocks(t *testing.T) {
 			setup: func(f *prefecttest.Server) {
 				f.Handle("DELETE /block_documents/{id}", func(w http.ResponseWriter, _ *http.Request) {
 					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(404)
+					_, _ = io.WriteString(w, `{"detail":"Block document not found"}`)
+				})
+			},
+			status: 400, detail: `{"detail":"Block document not found"}`, calls: []string{"DELETE /block_documents/" + depID},
+		},
+		{
+			name: "delete block: gone on a retried attempt is done", op: OpBlockDelete, params: map[string]string{"block_id": depID},
+			attempt: 2,
+			setup: func(f *prefecttest.Server) {
+				f.JSON("DELETE /block_documents/{id}", 404, map[string]string{"detail": "Block document not found"})
+			},
+			result: `null`, calls: []string{"DELETE /block_documents/" + depID},
+		},
+		{
+			name: "delete block: not found on the first attempt is still the 400", op: OpBlockDelete, params: map[string]string{"block_id": depID},
+			attempt: 1,
+			setup: func(f *prefecttest.Server) {
+				f.Handle("DELETE /block_documents/{id}", func(w http.ResponseWriter, _ *http.Request) {
 					w.WriteHeader(404)
 					_, _ = io.WriteString(w, `{"detail":"Block document not found"}`)
 				})
@@ -634,6 +660,13 @@ func TestRunDeployments(t *testing.T) {
 			status: 400, detail: `{"detail":"Deployment not found"}`, calls: []string{"DELETE /deployments/" + depID},
 		},
 		{
+			name: "delete deployment: gone on a retried attempt is done", op: OpDeploymentDelete, params: dep, attempt: 3,
+			setup: func(f *prefecttest.Server) {
+				f.JSON("DELETE /deployments/{id}", 404, map[string]string{"detail": "Deployment not found"})
+			},
+			result: `null`, calls: []string{"DELETE /deployments/" + depID},
+		},
+		{
 			name: "set_schedule inactive", op: OpDeploymentSetSchedule, params: map[string]string{"deployment_id": depID, "status": "inactive"},
 			setup: func(f *prefecttest.Server) {
 				f.JSON("GET /deployments/{id}", 200, json.RawMessage(depDoc(`[`+sched+`]`)))
@@ -791,6 +824,13 @@ func TestRunFlowRuns(t *testing.T) {
 			status: 400, detail: "failed to fetch flow_run " + runID, calls: []string{"DELETE /flow_runs/" + runID},
 		},
 		{
+			name: "delete run: gone on a retried attempt is done", op: OpFlowRunDelete, params: run, attempt: 2,
+			setup: func(f *prefecttest.Server) {
+				f.JSON("DELETE /flow_runs/{id}", 404, map[string]string{"detail": "Flow run not found"})
+			},
+			result: `{"success":1}`, calls: []string{"DELETE /flow_runs/" + runID},
+		},
+		{
 			name: "retry run", op: OpFlowRunRetry, params: run, body: `{"minutes":5}`,
 			setup: func(f *prefecttest.Server) {
 				f.JSON("POST /flow_runs/{id}/set_state", 201, map[string]any{"status": "ACCEPT"})
@@ -835,6 +875,18 @@ func TestRunFlowRuns(t *testing.T) {
 			body:   `{"state":{"name":"Cancelling","type":"CANCELLING"},"force":"False"}`,
 			setup:  stateIs("PENDING"),
 			result: `{"success":1}`, calls: []string{"GET /flow_runs/" + runID, "POST /flow_runs/" + runID + "/set_state"},
+		},
+		{
+			name: "cancel: a retried attempt finds its own CANCELLING", op: OpFlowRunCancel, params: run, attempt: 2,
+			body:   `{"state":{"name":"Cancelling","type":"CANCELLING"},"force":"True"}`,
+			setup:  stateIs("CANCELLING"),
+			result: `{"success":1}`, calls: []string{"GET /flow_runs/" + runID},
+		},
+		{
+			name: "cancel: a run already cancelling on the first attempt is the 400", op: OpFlowRunCancel, params: run, attempt: 1,
+			body:   `{"state":{"name":"Cancelling","type":"CANCELLING"},"force":"True"}`,
+			setup:  stateIs("CANCELLING"),
+			status: 400, detail: "failed to cancel the queued manual job", calls: []string{"GET /flow_runs/" + runID},
 		},
 		{
 			name: "a running run is not cancelled", op: OpFlowRunCancel, params: run,
