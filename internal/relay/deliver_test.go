@@ -55,6 +55,12 @@ func TestStaleStatesNeverOvertakeTerminal(t *testing.T) {
 			[]string{"Completed"}},
 		{"non-terminal states out of order among themselves still go", []Notification{note("Running", t0.Add(time.Second)), note("Pending", t0)},
 			[]string{"Running", "Pending"}},
+		// Failed's delivery was late (Django down, Prefect's concurrent
+		// actions) and the run was re-run meanwhile: the old Failed would
+		// clear the running re-run's locks and trigger Django's crash retry.
+		{"a terminal state older than a re-run already sent is dropped",
+			[]Notification{note("Running", t0), note("Running", t0.Add(time.Minute)), note("Failed", t0.Add(time.Second)), note("Completed", t0.Add(2*time.Minute))},
+			[]string{"Running", "Running", "Completed"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

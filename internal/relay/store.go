@@ -39,7 +39,8 @@ func (v Verdict) String() string {
 // the hash tag {<run id>}, so the scripts work on Redis Cluster too.
 //
 //	relay:{run}:seen:<hash>  "owner:<task id>" while a task owns the state change, "done" once delivered
-//	relay:{run}:state        hash: term = timestamp (µs) of the newest terminal state admitted
+//	relay:{run}:state        hash: term = timestamp (µs) of the newest terminal state admitted,
+//	                         last = of the newest state of any kind admitted
 //	relay:{run}:lock         task id of the delivery in flight (PX lease)
 type Store struct {
 	rdb  redis.UniversalClient
@@ -66,7 +67,9 @@ func lockKey(run string) string  { return "relay:{" + run + "}:lock" }
 //     stale (a late Running must not overtake Completed; nor may a Failed
 //     that a retry already superseded with Completed), and is remembered as
 //     done so its duplicates drop too; a newer one is a genuine re-entry (a
-//     retried run going Running again) and goes through;
+//     retried run going Running again) and goes through; likewise a terminal
+//     state older than any state already admitted (a late Failed after the
+//     re-run's Running would clear the re-run's locks in Django) is stale;
 //  3. while another delivery of the same run is in flight the answer is busy,
 //     so deliveries of one run reach Django one at a time, in admission order;
 //  4. otherwise the task takes ownership and the lock, and a terminal state
@@ -76,8 +79,9 @@ local seen = redis.call('GET', KEYS[1])
 local me = 'owner:' .. ARGV[1]
 if seen and seen ~= me then return 2 end
 local term = tonumber(redis.call('HGET', KEYS[2], 'term') or '-1')
+local last = tonumber(redis.call('HGET', KEYS[2], 'last') or '-1')
 local ts = tonumber(ARGV[2])
-if ts < term or (ARGV[3] == '0' and ts == term) then
+if ts < term or (ARGV[3] == '0' and ts == term) or (ARGV[3] == '1' and ts < last) then
   redis.call('SET', KEYS[1], 'done', 'EX', ARGV[4])
   return 3
 end
@@ -86,6 +90,7 @@ if lk and lk ~= ARGV[1] then return 4 end
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[5])
 redis.call('SET', KEYS[1], me, 'EX', ARGV[4])
 if ARGV[3] == '1' and ts > term then redis.call('HSET', KEYS[2], 'term', ARGV[2]) end
+if ts > last then redis.call('HSET', KEYS[2], 'last', ARGV[2]) end
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 `)
