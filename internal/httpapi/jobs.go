@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"errors"
+	"math"
 	"strconv"
 	"time"
 
@@ -44,11 +45,12 @@ func parseWait(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil {
 		f, ferr := strconv.ParseFloat(s, 64)
-		if ferr != nil {
+		if ferr != nil || math.IsNaN(f) {
 			return 0, apperr.Validation(apperr.Field("value_error",
 				"wait must be a duration like 10s or a number of seconds", "query", "wait"))
 		}
-		d = time.Duration(f * float64(time.Second))
+		// Clamp before converting: a huge float overflows into a negative duration.
+		d = time.Duration(max(min(f, maxJobWait.Seconds()), -1) * float64(time.Second))
 	}
 	if d < 0 {
 		return 0, apperr.Validation(apperr.Field("value_error", "wait must not be negative", "query", "wait"))

@@ -485,3 +485,20 @@ func TestRedisDownDuringTheWaitGives503WithJobID(t *testing.T) {
 		t.Fatalf("%d %v %s", r.status, r.header, r.body)
 	}
 }
+
+func TestParseWait(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]time.Duration{
+		"": 0, "10s": 10 * time.Second, "10": 10 * time.Second, "0.5": 500 * time.Millisecond,
+		"5m": maxJobWait, "1e10": maxJobWait, "Inf": maxJobWait, "99999999999999999999": maxJobWait,
+	} {
+		if got, err := parseWait(in); err != nil || got != want {
+			t.Errorf("parseWait(%q) = %s, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"-1", "-1s", "soon", "NaN", "-Inf"} {
+		if _, err := parseWait(in); apperr.CodeOf(err) != apperr.Invalid {
+			t.Errorf("parseWait(%q): %v, want a 422", in, err)
+		}
+	}
+}
