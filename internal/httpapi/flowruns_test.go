@@ -476,3 +476,68 @@ func TestReadsAnswerWithinPrefectTimeout(t *testing.T) {
 		}
 	})
 }
+
+// Identical concurrent reads share one Prefect call and its error; reads that
+// differ in a parameter (here the logs offset) never share.
+func TestSharedReadKeys(t *testing.T) {
+	t.Parallel()
+	t.Run("an error is shared", func(t *testing.T) {
+		t.Parallel()
+		fake, h := flowRunsAPI(t, nil)
+		release := make(chan struct{})
+		var n atomic.Int32
+		fake.Handle("GET /flow_runs/{id}", func(w http.ResponseWriter, _ *http.Request) {
+			n.Add(1)
+			<-release
+			prefecttest.Write(w, 404, map[string]any{"detail": "Flow run not found"})
+		})
+		var wg sync.WaitGroup
+		bodies := make([]string, 8)
+		codes := make([]int, 8)
+		for i := range codes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				codes[i], bodies[i] = serveReads(t, h, "GET", "/proxy/flow_runs/"+unknownID+"/poll", "")
+			}()
+		}
+		time.Sleep(150 * time.Millisecond)
+		close(release)
+		wg.Wait()
+		for i := range codes {
+			if codes[i] != 400 {
+				t.Fatalf("poll %d: %d %s", i, codes[i], bodies[i])
+			}
+			assertJSON(t, bodies[i], `{"detail":"failed to fetch flow_run `+unknownID+`"}`)
+		}
+		if n.Load() != 1 {
+			t.Fatalf("%d Prefect calls, want 1", n.Load())
+		}
+	})
+	t.Run("different parameters are different reads", func(t *testing.T) {
+		t.Parallel()
+		fake, h := flowRunsAPI(t, nil)
+		release := make(chan struct{})
+		fake.JSON("GET /flow_runs/{id}/graph-v2", 200, map[string]any{"root_node_ids": []string{}, "nodes": []any{}})
+		fake.Handle("POST /logs/filter", func(w http.ResponseWriter, _ *http.Request) {
+			<-release
+			prefecttest.Write(w, 200, []any{})
+		})
+		var wg sync.WaitGroup
+		for _, q := range []string{"", "?offset=5", "?offset=5&limit=3", "?task_run_id=" + testDep} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if code, body := serveReads(t, h, "GET", "/proxy/flow_runs/logs/"+unknownID+q, ""); code != 200 {
+					t.Errorf("%s: %d %s", q, code, body)
+				}
+			}()
+		}
+		time.Sleep(150 * time.Millisecond)
+		close(release)
+		wg.Wait()
+		if n := len(fake.CallsTo("POST", "/logs/filter")); n != 4 {
+			t.Fatalf("%d logs filter calls for 4 different reads, want 4", n)
+		}
+	})
+}
