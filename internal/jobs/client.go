@@ -144,13 +144,14 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 	}
 	sum := sha256.Sum256(append([]byte(op.Name+"\x00"), raw...))
 	env := envelope{Payload: raw, Fingerprint: hex.EncodeToString(sum[:]), CreatedAt: time.Now().UTC()}
+	id := uuid.NewString()
+	if opts.IdempotencyKey != "" {
+		env.RunKey = id
+		id = uuid.NewSHA1(idempotencyNS, []byte(op.Name+"\x00"+opts.IdempotencyKey)).String()
+	}
 	plain, err := json.Marshal(env)
 	if err != nil {
 		return Enqueued{}, apperr.Wrap(apperr.Internal, err, "internal error")
-	}
-	id := uuid.NewString()
-	if opts.IdempotencyKey != "" {
-		id = uuid.NewSHA1(idempotencyNS, []byte(op.Name+"\x00"+opts.IdempotencyKey)).String()
 	}
 	task := asynq.NewTask(op.Name, c.sealer.Seal(plain, payloadAAD(op.Name, id)),
 		asynq.TaskID(id),

@@ -14,7 +14,9 @@ type Op struct {
 	Queue string // QueueCritical or QueueDefault
 	// Decode validates the HTTP input into the job's payload (runs in the api).
 	Decode func(params map[string]string, body []byte) (any, error)
-	// Run executes the job (runs in a worker). It returns the route's 200 body,
+	// Run executes the job (runs in a worker). jobID is stable across the
+	// job's attempts and unique to the job (for an Idempotency-Key job it is
+	// not the task id: see envelope.RunKey). It returns the route's 200 body,
 	// a retryable error (prefect.Retryable) or an *apperr.Error to replay.
 	Run func(ctx context.Context, payload json.RawMessage, jobID string) (any, error)
 }
@@ -51,6 +53,11 @@ type envelope struct {
 	Payload     json.RawMessage `json:"p"`
 	Fingerprint string          `json:"f"` // sha256 of op name + payload: idempotency check
 	CreatedAt   time.Time       `json:"c"`
+	// RunKey is what Op.Run gets as its job id: the task id, except for an
+	// Idempotency-Key job, whose task id comes back when the key is reused
+	// after JOB_RETENTION; a fresh RunKey keeps Prefect's idempotency_key
+	// from answering that new job with the old job's flow run.
+	RunKey string `json:"k,omitempty"`
 }
 
 // outcome is what a worker writes as the task's result, sealed: the HTTP

@@ -461,9 +461,17 @@ func TestWorkerWithAnotherKeyFailsTheJobClearly(t *testing.T) {
 func TestFailedJobExpiresAfterRetentionAndFreesItsKey(t *testing.T) {
 	t.Parallel()
 	var calls atomic.Int32
-	op := echoOp("t:exp", func(context.Context, json.RawMessage, string) (any, error) {
-		if calls.Add(1) == 1 {
+	var mu sync.Mutex
+	var ids []string // what each run saw as its job id
+	op := echoOp("t:exp", func(_ context.Context, _ json.RawMessage, id string) (any, error) {
+		mu.Lock()
+		ids = append(ids, id)
+		mu.Unlock()
+		switch calls.Add(1) {
+		case 1:
 			return nil, apperr.New(apperr.BadRequest, "failed to do it")
+		case 2:
+			return nil, &prefect.APIError{Method: "POST", Path: "/x", Status: http.StatusServiceUnavailable}
 		}
 		return "second", nil
 	})
@@ -494,6 +502,14 @@ func TestFailedJobExpiresAfterRetentionAndFreesItsKey(t *testing.T) {
 	}
 	if j, _ := r.client.Wait(ctx, e2, 10*time.Second); j == nil || j.State != StateSucceeded || string(j.Body) != `"second"` {
 		t.Fatalf("new job %+v", j)
+	}
+	// The new job's runs share an id (a retry reuses Prefect's
+	// idempotency_key), and it is not the expired job's: that would answer
+	// the new job with the old job's flow run.
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ids) != 3 || ids[1] != ids[2] || ids[0] == ids[1] || ids[0] == "" {
+		t.Fatalf("runs saw job ids %q", ids)
 	}
 }
 

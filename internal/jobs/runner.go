@@ -85,7 +85,11 @@ func (r *Runner) process(ctx context.Context, op Op, t *asynq.Task) error {
 		return fmt.Errorf("%s: payload cannot be opened: %w", op.Name, asynq.SkipRetry)
 	}
 
-	body, runErr := op.Run(WithAttempt(ctx, attempt), env.Payload, id)
+	runKey := id
+	if env.RunKey != "" {
+		runKey = env.RunKey
+	}
+	body, runErr := op.Run(WithAttempt(ctx, attempt), env.Payload, runKey)
 	if runErr == nil {
 		data, err := json.Marshal(body)
 		if err != nil {
