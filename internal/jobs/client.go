@@ -181,18 +181,19 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 			}
 			return Enqueued{}, apperr.Wrap(apperr.Unavailable, err, "the job queue (Redis) is unavailable")
 		}
-		prev, err := c.openEnvelope(info)
-		if err != nil || prev.Fingerprint != env.Fingerprint {
-			return Enqueued{}, apperr.Validation(apperr.Field("idempotency_key_reused",
-				"Idempotency-Key was already used for a different request", "header", "Idempotency-Key"))
-		}
 		if c.expired(info) {
 			// A failed job stays in asynq's archive (for /monitoring/) longer
-			// than JOB_RETENTION; past it, the key is free again.
+			// than JOB_RETENTION; past it, the key is free again, whatever
+			// the body.
 			// A failed delete is most often a concurrent repeat's new job
 			// (already running): the next round finds it.
 			_ = c.insp.DeleteTask(op.Queue, id)
 			continue
+		}
+		prev, err := c.openEnvelope(info)
+		if err != nil || prev.Fingerprint != env.Fingerprint {
+			return Enqueued{}, apperr.Validation(apperr.Field("idempotency_key_reused",
+				"Idempotency-Key was already used for a different request", "header", "Idempotency-Key"))
 		}
 		return Enqueued{ID: id, Queue: op.Queue, Existing: true}, nil
 	}
