@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -69,7 +70,7 @@ func (e *DeliveryError) Unwrap() error { return e.Err }
 // Send POSTs the notification; nil means Django answered 2xx.
 func (d *Django) Send(ctx context.Context, webhookID string, n Notification) error {
 	body, _ := json.Marshal(map[string]string{"body": DjangoBody(n)})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.URL, strings.NewReader(string(body)))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.URL, bytes.NewReader(body))
 	if err != nil {
 		return &DeliveryError{Permanent: true, Err: err}
 	}
