@@ -162,7 +162,7 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 	)
 	// Concurrent repeats of a key race each other (an expired job being
 	// replaced, say): each conflict re-reads what holds the id now.
-	const tries = 4
+	const tries = 10
 	for try := 0; ; try++ {
 		_, err = c.aq.EnqueueContext(ctx, task)
 		if err == nil {
@@ -185,9 +185,9 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 			// A failed job stays in asynq's archive (for /monitoring/) longer
 			// than JOB_RETENTION; past it, the key is free again, whatever
 			// the body.
-			// A failed delete is most often a concurrent repeat's new job
-			// (already running): the next round finds it.
-			_ = c.insp.DeleteTask(op.Queue, id)
+			if err := c.deleteExpired(ctx, op.Queue, id); err != nil {
+				return Enqueued{}, apperr.Wrap(apperr.Unavailable, err, "the job queue (Redis) is unavailable")
+			}
 			continue
 		}
 		prev, err := c.openEnvelope(info)
@@ -197,6 +197,37 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 		}
 		return Enqueued{ID: id, Queue: op.Queue, Existing: true}, nil
 	}
+}
+
+// deleteExpired deletes the expired job holding id. It re-reads the job
+// under a short lock: a concurrent repeat of the key that read the expired
+// job a moment ago must not delete the new job that replaced it (which
+// would run the work twice, under two run keys). Without the lock it
+// returns at once, leaving the holder to finish.
+func (c *Client) deleteExpired(ctx context.Context, queue, id string) error {
+	lock := "prefect-proxy:jobs:replacing:" + id
+	ok, err := c.rdb.SetNX(ctx, lock, "1", 5*time.Second).Result()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		time.Sleep(10 * time.Millisecond)
+		return nil
+	}
+	defer c.rdb.Del(context.WithoutCancel(ctx), lock)
+	info, err := c.insp.GetTaskInfo(queue, id)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound):
+		return nil
+	case err != nil:
+		return err
+	case !c.expired(info):
+		return nil
+	}
+	if err := c.insp.DeleteTask(queue, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+		return err
+	}
+	return nil
 }
 
 // Get reads a job. ErrNotFound when unknown or expired.

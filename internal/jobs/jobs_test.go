@@ -660,4 +660,12 @@ func TestConcurrentReuseOfAnExpiredKey(t *testing.T) {
 			t.Error(err)
 		}
 	}
+	// One new job, run once.
+	if j, _ := r.client.Wait(ctx, e, 10*time.Second); j == nil || j.State != StateSucceeded {
+		t.Fatalf("new job %+v", j)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("op ran %d times, want 2 (the expired job's and one new)", n)
+	}
 }
