@@ -25,7 +25,13 @@ const (
 	Upstream       Code = "upstream"        // 502: Prefect unreachable or answered 5xx
 	Unavailable    Code = "unavailable"     // 503: a dependency (Redis, Prefect) is not ready
 	Timeout        Code = "timeout"         // 504: Prefect or a job did not answer in time
+	// Canceled is the client giving up before the answer (nginx's 499): not
+	// an upstream fault, so it must not page an operator as a 502 would.
+	Canceled Code = "canceled"
 )
+
+// StatusClientClosedRequest is nginx's non-standard 499; the client never sees it.
+const StatusClientClosedRequest = 499
 
 var statusOf = map[Code]int{
 	BadRequest:     http.StatusBadRequest,
@@ -40,6 +46,7 @@ var statusOf = map[Code]int{
 	Upstream:       http.StatusBadGateway,
 	Unavailable:    http.StatusServiceUnavailable,
 	Timeout:        http.StatusGatewayTimeout,
+	Canceled:       StatusClientClosedRequest,
 }
 
 // FieldError is one entry of a FastAPI-style validation detail list.

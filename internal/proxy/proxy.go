@@ -94,6 +94,10 @@ func routeErr(err error, msg string) error {
 // UpstreamErr maps Prefect being unreachable, slow or failing to 502/504/503,
 // or returns nil when err is not an upstream fault.
 func UpstreamErr(err error) *apperr.Error {
+	// The caller (Django) went away; Prefect did nothing wrong.
+	if errors.Is(err, context.Canceled) {
+		return apperr.Wrap(apperr.Canceled, err, "the client closed the request")
+	}
 	var te *prefect.TransportError
 	if errors.As(err, &te) {
 		if te.Timeout {
