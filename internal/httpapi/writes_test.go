@@ -502,3 +502,31 @@ func TestParseWait(t *testing.T) {
 		}
 	}
 }
+
+// Concurrent identical requests with one Idempotency-Key: one job, one
+// Prefect call, the same answer for all.
+func TestConcurrentIdempotentRequestsShareOneJob(t *testing.T) {
+	t.Parallel()
+	b := newWritesBundle(t, 10*time.Second)
+	var calls atomic.Int32
+	createFlowRunOK(b.prefect, &calls)
+	path := "/proxy/deployments/" + depID + "/flow_run"
+	const n = 8
+	got := make(chan wrResp, n)
+	for range n {
+		go func() { got <- b.do(t, "POST", path, `{"a": 1}`, "Idempotency-Key", "same-time") }()
+	}
+	var first wrResp
+	for i := range n {
+		r := <-got
+		if i == 0 {
+			first = r
+		}
+		if r.status != 200 || r.body != first.body || r.header.Get("Job-Id") != first.header.Get("Job-Id") {
+			t.Errorf("answer %d: %d %s (first %d %s)", i, r.status, r.body, first.status, first.body)
+		}
+	}
+	if c := calls.Load(); c != 1 {
+		t.Fatalf("Prefect called %d times", c)
+	}
+}
