@@ -669,3 +669,61 @@ func TestConcurrentReuseOfAnExpiredKey(t *testing.T) {
 		t.Fatalf("op ran %d times, want 2 (the expired job's and one new)", n)
 	}
 }
+
+// GET /jobs/{id}'s state and attempts in every asynq state.
+func TestJobStateInEveryAsynqState(t *testing.T) {
+	t.Parallel()
+	s, err := NewSealer(testKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Client{cfg: ClientConfig{Retention: time.Hour}, sealer: s}
+	const id = "5f6f3863-1db2-40a1-a1b6-7f6e84972c54"
+	result := func(o outcome) []byte {
+		b, _ := json.Marshal(o)
+		return s.Seal(b, resultAAD(id))
+	}
+	failed503 := result(outcome{Status: 503, Body: detailBody("Prefect is unavailable (503)"), Attempt: 1})
+	ok := result(outcome{Final: true, Status: 200, Body: json.RawMessage(`{"success":1}`), Attempt: 2})
+	now := time.Now()
+	for _, tc := range []struct {
+		name     string
+		info     asynq.TaskInfo
+		state    State
+		attempts int
+		status   int
+	}{
+		{"pending", asynq.TaskInfo{State: asynq.TaskStatePending}, StateQueued, 0, 0},
+		{"scheduled", asynq.TaskInfo{State: asynq.TaskStateScheduled}, StateQueued, 0, 0},
+		{"aggregating", asynq.TaskInfo{State: asynq.TaskStateAggregating}, StateQueued, 0, 0},
+		{"active", asynq.TaskInfo{State: asynq.TaskStateActive}, StateRunning, 1, 0},
+		{"retry", asynq.TaskInfo{State: asynq.TaskStateRetry, Retried: 1, Result: failed503}, StateRetrying, 1, 503},
+		{"pending again", asynq.TaskInfo{State: asynq.TaskStatePending, Retried: 1, Result: failed503}, StateRetrying, 1, 503},
+		{"active again", asynq.TaskInfo{State: asynq.TaskStateActive, Retried: 1, Result: failed503}, StateRunning, 2, 503},
+		{"answered, not yet completed", asynq.TaskInfo{State: asynq.TaskStateActive, Retried: 1, Result: ok}, StateSucceeded, 2, 200},
+		{"completed", asynq.TaskInfo{State: asynq.TaskStateCompleted, Retried: 1, Result: ok, CompletedAt: now}, StateSucceeded, 2, 200},
+		{"archived", asynq.TaskInfo{State: asynq.TaskStateArchived, Retried: 9, LastFailedAt: now,
+			Result: result(outcome{Final: true, Status: 502, Body: detailBody("Prefect failed (500)"), Attempt: 10})}, StateFailed, 10, 502},
+		{"archived, cut off", asynq.TaskInfo{State: asynq.TaskStateArchived, Retried: 2, LastFailedAt: now,
+			LastErr: "context deadline exceeded"}, StateFailed, 3, 504},
+		{"archived, lease expired", asynq.TaskInfo{State: asynq.TaskStateArchived, LastFailedAt: now,
+			LastErr: "asynq: task lease expired"}, StateFailed, 1, 504},
+	} {
+		info := tc.info
+		info.ID, info.Type, info.Queue = id, "t:x", QueueDefault
+		j, err := c.jobOf(&info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State != tc.state || j.Attempts != tc.attempts || j.Status != tc.status {
+			t.Errorf("%s: state %s attempts %d status %d; want %s %d %d", tc.name, j.State, j.Attempts, j.Status,
+				tc.state, tc.attempts, tc.status)
+		}
+		if j.Done() != (tc.state == StateSucceeded || tc.state == StateFailed) {
+			t.Errorf("%s: Done() = %v", tc.name, j.Done())
+		}
+		if v := j.View(); (v.Error != nil) != (tc.status != 0 && tc.status != 200) {
+			t.Errorf("%s: view error %+v", tc.name, v.Error)
+		}
+	}
+}
