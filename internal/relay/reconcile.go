@@ -35,6 +35,7 @@ type Reconciler struct {
 
 const (
 	cursorKey        = "relay:reconcile:cursor" // unix µs: scans start here (minus Overlap)
+	originKey        = "relay:reconcile:origin" // unix µs of the first start: no scan reaches before it
 	reconcileLockKey = "relay:reconcile:lock"
 )
 
@@ -92,7 +93,11 @@ func (r *Reconciler) Tick(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	scanStart := r.now().UTC()
-	first, err := r.Redis.SetNX(ctx, cursorKey, strconv.FormatInt(scanStart.UnixMicro(), 10), 0).Result()
+	start := strconv.FormatInt(scanStart.UnixMicro(), 10)
+	if err := r.Redis.SetNX(ctx, originKey, start, 0).Err(); err != nil {
+		return 0, err
+	}
+	first, err := r.Redis.SetNX(ctx, cursorKey, start, 0).Result()
 	if err != nil {
 		return 0, err
 	}
@@ -110,6 +115,13 @@ func (r *Reconciler) Tick(ctx context.Context) (int, error) {
 		return 0, errors.New("relay reconciler: bad cursor in Redis")
 	}
 	since := time.UnixMicro(us).UTC().Add(-r.Overlap)
+	// The overlap must not reach before the first start: runs that ended
+	// then are history, which Prefect may well have sent Django directly.
+	if raw, err := r.Redis.Get(ctx, originKey).Result(); err == nil {
+		if o, err := strconv.ParseInt(raw, 10, 64); err == nil && since.Before(time.UnixMicro(o)) {
+			since = time.UnixMicro(o).UTC()
+		}
+	}
 	// After a long outage of every worker, look back at most MaxLookback: a
 	// month of old failures would reach Django as a flood of e-mails.
 	if floor := scanStart.Add(-MaxLookback); since.Before(floor) {
@@ -154,7 +166,7 @@ func (r *Reconciler) Tick(ctx context.Context) (int, error) {
 			queued++
 		}
 	}
-	if err := r.Redis.Set(ctx, cursorKey, strconv.FormatInt(scanStart.UnixMicro(), 10), 0).Err(); err != nil {
+	if err := r.Redis.Set(ctx, cursorKey, start, 0).Err(); err != nil {
 		return queued, err
 	}
 	r.Metrics.reconcileQueued(queued)

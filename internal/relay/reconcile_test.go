@@ -76,7 +76,7 @@ func TestReconciler(t *testing.T) {
 		t.Fatalf("leased tick: %d %v", n, err)
 	}
 	r.mr.FastForward(time.Second)
-	now = now.Add(30 * time.Second)
+	now = now.Add(90 * time.Second)
 	// 450 terminal runs: more than two pages of Prefect's 200 cap; one with
 	// a state outside RELAY_STATES.
 	for i := 0; i < 450; i++ {
@@ -95,8 +95,9 @@ func TestReconciler(t *testing.T) {
 	}
 	f := filters[0]["flow_runs"].(map[string]any)
 	after := f["end_time"].(map[string]any)["after_"].(string)
-	if want := t0.Add(-time.Minute).Format(time.RFC3339Nano); after != want {
-		t.Fatalf("scan starts %s, want cursor - overlap %s", after, want)
+	// cursor - overlap would be a minute before the first start: history.
+	if want := t0.Format(time.RFC3339Nano); after != want {
+		t.Fatalf("scan starts %s, want the first start %s", after, want)
 	}
 	if types := f["state"].(map[string]any)["type"].(map[string]any)["any_"]; len(types.([]any)) != 4 {
 		t.Fatalf("state filter %v", types)
@@ -109,7 +110,7 @@ func TestReconciler(t *testing.T) {
 		t.Fatalf("overlap tick: %d %v", n, err)
 	}
 	last := filters[len(filters)-1]["flow_runs"].(map[string]any)["end_time"].(map[string]any)["after_"].(string)
-	if want := t0.Add(30 * time.Second).Add(-time.Minute).Format(time.RFC3339Nano); last != want {
+	if want := t0.Add(90 * time.Second).Add(-time.Minute).Format(time.RFC3339Nano); last != want {
 		t.Fatalf("cursor not advanced: %s want %s", last, want)
 	}
 	// A reconciled delivery and the webhook for the same state change reach Django once.
