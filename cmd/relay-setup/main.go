@@ -49,7 +49,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if *publicURL == "" {
 		return errors.New("relay-setup: -url (or RELAY_PUBLIC_URL) is required: the relay's public URL")
 	}
-	cfg, err := config.Load(env)
+	// Setup talks to Prefect only: hide REDIS_URL so the same environment as
+	// the workers' works without JOB_ENCRYPTION_KEY.
+	cfg, err := config.Load(func(k string) string {
+		if k == "REDIS_URL" {
+			return ""
+		}
+		return env(k)
+	})
 	if err != nil {
 		return err
 	}

@@ -48,7 +48,9 @@ func TestRunReportsWhatItDid(t *testing.T) {
 	pf.JSON("POST /automations/", 201, map[string]any{"id": "au"})
 	var out, errOut bytes.Buffer
 	err := run(context.Background(), []string{"-url", "https://proxy/webhooks/v1/notification/", "-tags", "a, b"},
-		env(map[string]string{"PREFECT_API_URL": pf.URL + "/api", "PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "k"}), &out, &errOut)
+		env(map[string]string{"PREFECT_API_URL": pf.URL + "/api", "PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "k",
+			// the workers' environment: setup must not need their JOB_ENCRYPTION_KEY
+			"REDIS_URL": "redis://redis:6379/0"}), &out, &errOut)
 	if err != nil {
 		t.Fatalf("%v %s", err, errOut.String())
 	}
