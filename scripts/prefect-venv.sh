@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create a virtualenv with a pinned Prefect server for tests and `make run`.
 #   scripts/prefect-venv.sh [VENV_DIR]      (PREFECT_VERSION, default 3.6.29)
-# Idempotent: an existing venv with the right version is left alone.
+# Idempotent: an existing venv with the right version and the same constraints
+# is left alone; a change to either rebuilds it.
 # Per-version pins live in scripts/constraints/prefect-<version>.txt.
 set -euo pipefail
 
@@ -11,7 +12,13 @@ root="$(cd "$here/.." && pwd)"
 venv="${1:-${PREFECT_VENV:-$root/.venv/prefect-$version}}"
 constraints="$here/constraints/prefect-$version.txt"
 
-if [ -f "$venv/.installed" ] && "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('prefect') != '$version')" 2>/dev/null; then
+# The marker holds what the venv was built from: the version and the constraints.
+want="prefect==$version"
+if [ -f "$constraints" ]; then
+  want="$want $(sha256sum "$constraints" | cut -d' ' -f1)"
+fi
+if [ "$(cat "$venv/.installed" 2>/dev/null)" = "$want" ] && \
+   "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('prefect') != '$version')" 2>/dev/null; then
   exit 0
 fi
 
@@ -41,4 +48,4 @@ if [ -f "$constraints" ]; then
 fi
 "$venv/bin/python" -m pip install "${args[@]}" >&2
 "$venv/bin/prefect" version >&2
-touch "$venv/.installed"
+printf '%s\n' "$want" > "$venv/.installed"
