@@ -45,6 +45,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, st
 		return err
 	}
 	log := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
+	log.WithField("component", "relay").Info(relay.Describe(cfg))
 
 	redisURL := cfg.RedisURL
 	if cfg.Embedded() {

@@ -7,6 +7,8 @@
 //
 // Reads PREFECT_API_URL, RELAY_INBOUND_KEY (or PREFECT_NOTIFICATIONS_WEBHOOK_KEY),
 // RELAY_STATES and RELAY_PUBLIC_URL (the -url default) from the environment / .env.
+// With REDIS_URL set (the workers' Redis) it records the switch there: the
+// relay is now Django's notification path, so the reconciler starts.
 package main
 
 import (
@@ -20,8 +22,12 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
 )
@@ -43,6 +49,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	blockName := fs.String("block-name", "dalgo-relay", "name of the Webhook block document")
 	automationName := fs.String("automation-name", "dalgo-relay: flow run states", "name of the automation")
 	tags := fs.String("tags", "", "comma-separated Prefect tags: only runs with one of them notify (default: every run)")
+	replace := fs.String("replace", "", `comma-separated names of automations to disable first, e.g. "Flow Run State Change Notification" (Prefect calling Django directly)`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -63,20 +70,48 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.RelayInboundKey == "" {
 		return errors.New("relay-setup: RELAY_INBOUND_KEY (or PREFECT_NOTIFICATIONS_WEBHOOK_KEY) is required: Prefect must send it")
 	}
+	// Reach Redis before changing anything in Prefect: a switch that cannot
+	// be recorded would leave the reconciler off while Prefect no longer
+	// calls Django directly.
+	var rdb redis.UniversalClient
+	if raw := env("REDIS_URL"); raw != "" {
+		opt, err := jobs.RedisOpt(raw)
+		if err != nil {
+			return err
+		}
+		rdb = opt.MakeRedisClient().(redis.UniversalClient)
+		defer rdb.Close()
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("relay-setup: redis at REDIS_URL not reachable: %w", err)
+		}
+	}
 	pc := prefect.New(prefect.Config{
 		BaseURL: cfg.PrefectURL, Timeout: cfg.PrefectTimeout,
 		AuthString: cfg.PrefectAuthString, APIKey: cfg.PrefectAPIKey,
 	})
+	switched := time.Now().UTC()
 	res, err := relay.Setup(ctx, pc, relay.SetupOptions{
 		URL: *publicURL, Key: cfg.RelayInboundKey, States: cfg.RelayStates,
 		BlockName: *blockName, AutomationName: *automationName, Tags: splitList(*tags),
+		Replace: splitList(*replace),
 	})
 	if err != nil {
 		return err
 	}
+	if rdb != nil {
+		if err := relay.RecordSetup(ctx, rdb, relay.SetupRecord{AutomationID: res.AutomationID, URL: *publicURL, SwitchedAt: switched}); err != nil {
+			return fmt.Errorf("relay-setup: Prefect is set up but the switch was not recorded in Redis (run again): %w", err)
+		}
+	} else {
+		fmt.Fprintln(stderr, "relay-setup: REDIS_URL is unset, so the switch is not recorded: the reconciler stays off "+
+			"unless RELAY_RECONCILE_INTERVAL is set on the workers")
+	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(res)
+	return enc.Encode(struct {
+		relay.SetupResult
+		Recorded bool `json:"recorded_in_redis"`
+	}{res, rdb != nil})
 }
 
 func splitList(s string) []string {

@@ -21,6 +21,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/logging"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/worker"
 )
 
@@ -42,6 +43,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, st
 		return errors.New("config: REDIS_URL: is required for a standalone worker (the api runs an in-process worker when it is unset)")
 	}
 	log := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
+	log.WithField("component", "relay").Info(relay.Describe(cfg))
 	redisOpt, err := jobs.RedisOpt(cfg.RedisURL)
 	if err != nil {
 		return err

@@ -47,6 +47,10 @@ type Config struct {
 	DjangoWebhookURL       *url.URL
 	RelayStates            []string
 	RelayReconcileInterval time.Duration
+	// RelayReconcileExplicit is true when RELAY_RECONCILE_INTERVAL was set:
+	// the operator chose the reconciler's period (or 0, off). Unset, the
+	// reconciler waits until relay-setup has made the relay Django's path.
+	RelayReconcileExplicit bool
 	RelayRetrySchedule     []time.Duration
 
 	DefaultWorkPool      string
@@ -61,6 +65,11 @@ type Config struct {
 
 // Embedded reports whether the process should run its own in-memory Redis.
 func (c Config) Embedded() bool { return c.RedisURL == "" }
+
+// RelayEnabled reports whether the relay is configured: it needs the key
+// Django checks, or it could never deliver. Off, there is no ingress, no
+// delivery and no reconciler (docs/ARCHITECTURE.md, "Relay").
+func (c Config) RelayEnabled() bool { return c.NotificationKey != "" }
 
 // Env combines the process environment with a .env file: a variable set in the
 // environment wins over the file, as with docker-compose and python-dotenv.
@@ -111,6 +120,7 @@ func Load(getenv func(string) string) (Config, error) {
 		LogFormat: l.oneOf("LOG_FORMAT", "json", "json", "text"),
 	}
 	c.RelayInboundKey = l.str("RELAY_INBOUND_KEY", c.NotificationKey)
+	c.RelayReconcileExplicit = l.str("RELAY_RECONCILE_INTERVAL", "") != ""
 	if c.WorkerPollInterval == 0 {
 		// 5 ms keeps a synchronous write within ~5 ms of calling Prefect inline
 		// (docs/BENCHMARKS.md). The embedded Redis runs asynq's Lua scripts

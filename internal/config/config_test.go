@@ -72,12 +72,41 @@ func TestValues(t *testing.T) {
 	if c.WorkerPollInterval != 5*time.Millisecond {
 		t.Errorf("with Redis the worker polls every 5ms by default, got %v", c.WorkerPollInterval)
 	}
-	if c.RelayReconcileInterval != 0 {
-		t.Errorf("RELAY_RECONCILE_INTERVAL=0 turns the reconciler off, got %v", c.RelayReconcileInterval)
+	if c.RelayReconcileInterval != 0 || !c.RelayReconcileExplicit || !c.RelayEnabled() {
+		t.Errorf("RELAY_RECONCILE_INTERVAL=0 turns the reconciler off, explicitly; got %v %v %v",
+			c.RelayReconcileInterval, c.RelayReconcileExplicit, c.RelayEnabled())
 	}
 	c, err = Load(env(map[string]string{"PREFECT_API_TIMEOUT": "1500ms"}))
 	if err != nil || c.PrefectTimeout != 1500*time.Millisecond {
 		t.Errorf("a Go duration is accepted for PREFECT_API_TIMEOUT: %v %v", c.PrefectTimeout, err)
+	}
+}
+
+func TestRelayIsOffUntilTurnedOn(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name             string
+		env              map[string]string
+		enabled, explict bool
+	}{
+		{"nothing set: off", nil, false, false},
+		{"inbound key alone cannot deliver: off", map[string]string{"RELAY_INBOUND_KEY": "in"}, false, false},
+		{"Django's key: on, reconciler waits for setup", map[string]string{"PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "k"}, true, false},
+		{"interval set: explicit", map[string]string{"PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "k", "RELAY_RECONCILE_INTERVAL": "30s"}, true, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load(env(tc.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.RelayEnabled() != tc.enabled || c.RelayReconcileExplicit != tc.explict {
+				t.Errorf("RelayEnabled()=%v RelayReconcileExplicit=%v, want %v %v", c.RelayEnabled(), c.RelayReconcileExplicit, tc.enabled, tc.explict)
+			}
+			if c.RelayReconcileInterval != 30*time.Second {
+				t.Errorf("the period defaults to 30s, got %v", c.RelayReconcileInterval)
+			}
+		})
 	}
 }
 

@@ -29,6 +29,12 @@ var relaySetupBin struct {
 // relaySetup builds cmd/relay-setup once and runs it with args against Prefect.
 func relaySetup(t *testing.T, p *testenv.PrefectServer, key string, args ...string) map[string]any {
 	t.Helper()
+	return relaySetupEnv(t, p, map[string]string{"RELAY_INBOUND_KEY": key}, args...)
+}
+
+// relaySetupEnv runs relay-setup against p with env added to the test's.
+func relaySetupEnv(t *testing.T, p *testenv.PrefectServer, env map[string]string, args ...string) map[string]any {
+	t.Helper()
 	relaySetupBin.once.Do(func() {
 		root, err := testenv.RepoRoot()
 		if err != nil {
@@ -54,7 +60,10 @@ func relaySetup(t *testing.T, p *testenv.PrefectServer, key string, args ...stri
 	}
 	cmd := exec.Command(relaySetupBin.path, args...)
 	cmd.Dir = t.TempDir()
-	cmd.Env = append(os.Environ(), "PREFECT_API_URL="+p.URL, "RELAY_INBOUND_KEY="+key)
+	cmd.Env = append(os.Environ(), "PREFECT_API_URL="+p.URL)
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr []byte
@@ -70,12 +79,26 @@ func relaySetup(t *testing.T, p *testenv.PrefectServer, key string, args ...stri
 	return res
 }
 
-// startRelay starts an api and two workers (dedupe, ordering and the
-// reconciler's lease must hold across processes) on a fresh Redis, relaying to dj.
-func startRelay(t *testing.T, p *testenv.PrefectServer, dj *testenv.Django, inboundKey string) *testenv.Proc {
+// startRelayEnv is startRelay with the environment's defaults overridden
+// (a value "" removes the variable).
+func startRelayEnv(t *testing.T, p *testenv.PrefectServer, dj *testenv.Django, inboundKey string, over map[string]string) (api *testenv.Proc, redisURL string) {
 	t.Helper()
-	env := map[string]string{
-		"REDIS_URL":                         testenv.Redis(t),
+	env := relayEnv(p, dj, inboundKey)
+	for k, v := range over {
+		if v == "" {
+			delete(env, k)
+		} else {
+			env[k] = v
+		}
+	}
+	api = testenv.StartAPI(t, env)
+	testenv.StartWorker(t, env)
+	testenv.StartWorker(t, env)
+	return api, env["REDIS_URL"]
+}
+
+func relayEnv(p *testenv.PrefectServer, dj *testenv.Django, inboundKey string) map[string]string {
+	return map[string]string{
 		"JOB_ENCRYPTION_KEY":                testJobKey,
 		"PREFECT_API_URL":                   p.URL,
 		"RELAY_INBOUND_KEY":                 inboundKey,
@@ -85,9 +108,13 @@ func startRelay(t *testing.T, p *testenv.PrefectServer, dj *testenv.Django, inbo
 		"RELAY_RECONCILE_INTERVAL":          "1s",
 		"LOG_LEVEL":                         "info",
 	}
-	api := testenv.StartAPI(t, env)
-	testenv.StartWorker(t, env)
-	testenv.StartWorker(t, env)
+}
+
+// startRelay starts an api and two workers (dedupe, ordering and the
+// reconciler's lease must hold across processes) on a fresh Redis, relaying to dj.
+func startRelay(t *testing.T, p *testenv.PrefectServer, dj *testenv.Django, inboundKey string) *testenv.Proc {
+	t.Helper()
+	api, _ := startRelayEnv(t, p, dj, inboundKey, map[string]string{"REDIS_URL": testenv.Redis(t)})
 	return api
 }
 

@@ -21,13 +21,10 @@ const relayBodyLimit = 1 << 20
 func relayIngest(rel *relay.API, log *logrus.Logger) gin.HandlerFunc {
 	return h(func(c *gin.Context) (any, error) {
 		if rel == nil || rel.Ingress == nil {
-			return nil, apperr.New(apperr.Unavailable, "relay is not running")
+			return nil, apperr.New(apperr.Unavailable,
+				"relay is not configured: set PREFECT_NOTIFICATIONS_WEBHOOK_KEY (the key Django checks) to turn it on")
 		}
 		in := rel.Ingress
-		if in.Key == "" {
-			return nil, apperr.New(apperr.Unavailable,
-				"relay is not configured: set RELAY_INBOUND_KEY (or PREFECT_NOTIFICATIONS_WEBHOOK_KEY)")
-		}
 		if !in.KeyMatches(c.GetHeader("X-Notification-Key")) {
 			in.Metrics.Inbound("unauthorized")
 			return nil, apperr.New(apperr.Unauthorized, "missing or invalid X-Notification-Key")

@@ -38,7 +38,7 @@ func newRelayRig(t *testing.T, mutate func(*config.Config)) *relayRig {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { rdb.Close() })
 	cfg, err := config.Load(func(k string) string {
-		return map[string]string{"RELAY_INBOUND_KEY": relayKey, "ADMIN_TOKEN": "admin"}[k]
+		return map[string]string{"RELAY_INBOUND_KEY": relayKey, "PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "dj", "ADMIN_TOKEN": "admin"}[k]
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -150,11 +150,11 @@ func TestRelayIngestRefusals(t *testing.T) {
 			}
 		})
 	}
-	t.Run("no key configured: 503, nothing queued", func(t *testing.T) {
+	t.Run("relay off (no Django key): 503 naming the variable, nothing queued", func(t *testing.T) {
 		t.Parallel()
-		r := newRelayRig(t, func(c *config.Config) { c.RelayInboundKey = "" })
-		code, resp := r.post(t, "/webhooks/v1/notification/", good, "X-Notification-Key", "")
-		if code != 503 || r.queued(t) != 0 {
+		r := newRelayRig(t, func(c *config.Config) { c.NotificationKey = "" })
+		code, resp := r.post(t, "/webhooks/v1/notification/", good, "X-Notification-Key", relayKey)
+		if code != 503 || r.queued(t) != 0 || !strings.Contains(resp, "PREFECT_NOTIFICATIONS_WEBHOOK_KEY") {
 			t.Fatalf("%d %s", code, resp)
 		}
 	})

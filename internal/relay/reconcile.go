@@ -28,9 +28,17 @@ type Reconciler struct {
 	// written a little before its row becomes visible to a reader.
 	Overlap  time.Duration
 	MaxRetry int
-	Log      logrus.FieldLogger
-	Metrics  *Metrics
-	Now      func() time.Time
+	// AfterSetup holds every scan back until relay-setup has recorded that
+	// the relay is Django's path (RecordSetup): RELAY_RECONCILE_INTERVAL was
+	// not set, so the operator has not said that Prefect stopped calling
+	// Django directly.
+	AfterSetup bool
+	Log        logrus.FieldLogger
+	Metrics    *Metrics
+	Now        func() time.Time
+	// waiting remembers that the last tick found no setup record, so the
+	// switch is logged once.
+	waiting bool
 }
 
 const (
@@ -79,6 +87,11 @@ func (r *Reconciler) Run(ctx context.Context) {
 // Tick runs one scan if this worker wins the lease; it returns how many
 // deliveries it queued.
 func (r *Reconciler) Tick(ctx context.Context) (int, error) {
+	if r.AfterSetup {
+		if on, err := r.active(ctx); !on || err != nil {
+			return 0, err
+		}
+	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	token := hex.EncodeToString(b[:])
@@ -174,6 +187,25 @@ func (r *Reconciler) Tick(ctx context.Context) (int, error) {
 		r.Log.WithFields(logrus.Fields{"runs": len(rows), "queued": queued}).Info("relay reconciler: queued terminal states")
 	}
 	return queued, nil
+}
+
+// active reports whether relay-setup has made the relay Django's path, and
+// logs the moment the reconciler starts (or stops) because of it.
+func (r *Reconciler) active(ctx context.Context) (bool, error) {
+	rec, ok, err := SetupRecorded(ctx, r.Redis)
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case ok && r.waiting:
+		r.Log.WithFields(logrus.Fields{"automation_id": rec.AutomationID, "switched_at": rec.SwitchedAt}).
+			Info("relay reconciler: relay-setup has made the relay Django's path; scanning from the switch")
+	case !ok && !r.waiting:
+		r.Log.Info("relay reconciler: waiting for relay-setup (no automation recorded in Redis; " +
+			"set RELAY_RECONCILE_INTERVAL to run it regardless)")
+	}
+	r.waiting = !ok
+	return ok, nil
 }
 
 // pageOverlap is how many rows each page of a scan re-reads from the end of

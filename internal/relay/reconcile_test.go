@@ -232,3 +232,53 @@ func TestReconcilerPagingSurvivesRunsLeavingTheSet(t *testing.T) {
 		t.Fatalf("queued %d (%v), want every one of the 450 runs", n, err)
 	}
 }
+
+func TestReconcilerWaitsForSetupThenScansFromTheSwitch(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	now := t0
+	var mu sync.Mutex
+	var since []string
+	r.prefect.Handle("POST /flow_runs/filter", func(w http.ResponseWriter, req *http.Request) {
+		var body map[string]any
+		_ = json.NewDecoder(req.Body).Decode(&body)
+		mu.Lock()
+		since = append(since, body["flow_runs"].(map[string]any)["end_time"].(map[string]any)["after_"].(string))
+		mu.Unlock()
+		prefecttest.Write(w, 200, []any{})
+	})
+	rec := &Reconciler{
+		Prefect: r.prefect.Client(), Redis: r.rdb, Queue: &recordingQueue{}, States: r.h.States,
+		Interval: time.Second, Overlap: time.Minute, MaxRetry: 3, Log: r.h.Log, AfterSetup: true,
+		Now: func() time.Time { return now },
+	}
+	ctx := context.Background()
+	// Prefect still calls Django directly: no scan, no cursor, however long it runs.
+	for range 3 {
+		if n, err := rec.Tick(ctx); err != nil || n != 0 {
+			t.Fatalf("tick before setup: %d %v", n, err)
+		}
+		now = now.Add(time.Hour)
+		r.mr.FastForward(time.Second)
+	}
+	if len(since) != 0 || r.mr.Exists(cursorKey) {
+		t.Fatalf("scanned %v before relay-setup; cursor set: %v", since, r.mr.Exists(cursorKey))
+	}
+	switched := now.Add(-10 * time.Second)
+	if err := RecordSetup(ctx, r.rdb, SetupRecord{AutomationID: "au", URL: "https://proxy/", SwitchedAt: switched}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, ok, err := SetupRecorded(ctx, r.rdb); err != nil || !ok || rec.AutomationID != "au" {
+		t.Fatalf("SetupRecorded = %+v %v %v", rec, ok, err)
+	}
+	// The first scan starts at the switch (not at this tick, nor an overlap before it).
+	if _, err := rec.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(since) != 1 {
+		t.Fatalf("scans after setup: %v", since)
+	}
+	if got, _ := time.Parse(time.RFC3339Nano, since[0]); !got.Equal(switched.Truncate(time.Microsecond)) {
+		t.Fatalf("first scan from %v, want the switch %v", since[0], switched)
+	}
+}

@@ -22,6 +22,12 @@ type SetupOptions struct {
 	// Tags, when set, limit the automation to runs carrying one of these
 	// Prefect tags (as Prefect 2's notification policies could); empty: all runs.
 	Tags []string
+	// Replace names automations that send the same notifications another
+	// way (Prefect's "Flow Run State Change Notification", calling Django
+	// directly). They are disabled before the relay's automation is enabled,
+	// so no state reaches Django twice; a state in between is found by the
+	// reconciler, which scans from the switch (RecordSetup).
+	Replace []string
 }
 
 // SetupResult reports what changed: created, updated or unchanged.
@@ -31,6 +37,8 @@ type SetupResult struct {
 	AutomationID     string `json:"automation_id"`
 	Automation       string `json:"automation"`
 	AutomationStates int    `json:"states"`
+	// Disabled lists the ids of Replace automations this run disabled.
+	Disabled []string `json:"disabled,omitempty"`
 }
 
 // PayloadTemplate is the body Prefect's call-webhook action renders (format 3
@@ -78,6 +86,9 @@ func setupOnce(ctx context.Context, pc *prefect.Client, o SetupOptions) (SetupRe
 	var res SetupResult
 	var err error
 	if res.BlockID, res.Block, err = setupBlock(ctx, pc, o); err != nil {
+		return res, err
+	}
+	if res.Disabled, err = disableAutomations(ctx, pc, o.Replace, o.AutomationName); err != nil {
 		return res, err
 	}
 	res.AutomationID, res.Automation, err = setupAutomation(ctx, pc, o, res.BlockID)
@@ -192,6 +203,35 @@ func setupAutomation(ctx context.Context, pc *prefect.Client, o SetupOptions, bl
 		return "", "", fmt.Errorf("relay setup: update automation: %w", err)
 	}
 	return id, "updated", nil
+}
+
+// disableAutomations turns off the enabled automations named in names (never
+// the relay's own) and returns their ids.
+func disableAutomations(ctx context.Context, pc *prefect.Client, names []string, own string) ([]string, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	var found []struct {
+		ID      string `json:"id"`
+		Name    string `json:"name"`
+		Enabled bool   `json:"enabled"`
+	}
+	if err := pc.PostRead(ctx, "/automations/filter", map[string]any{
+		"automations": map[string]any{"name": map[string]any{"any_": names}},
+	}, &found); err != nil {
+		return nil, fmt.Errorf("relay setup: list automations to replace: %w", err)
+	}
+	var disabled []string
+	for _, a := range found {
+		if !a.Enabled || a.Name == own {
+			continue
+		}
+		if err := pc.Do(ctx, "PATCH", "/automations/"+a.ID, map[string]any{"enabled": false}, nil, true); err != nil {
+			return disabled, fmt.Errorf("relay setup: disable automation %q: %w", a.Name, err)
+		}
+		disabled = append(disabled, a.ID)
+	}
+	return disabled, nil
 }
 
 // automationMatches compares the fields setup controls; Prefect adds ids and

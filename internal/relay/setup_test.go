@@ -85,7 +85,56 @@ func fakePrefectAutomations(t *testing.T) (*prefecttest.Server, *sync.Mutex, map
 		store(r.PathValue("id"), r)
 		w.WriteHeader(204)
 	})
+	pf.Handle("PATCH /automations/{id}", func(w http.ResponseWriter, r *http.Request) {
+		var p map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&p)
+		mu.Lock()
+		defer mu.Unlock()
+		a, ok := automations[r.PathValue("id")]
+		if !ok {
+			prefecttest.Write(w, 404, map[string]any{"detail": "Automation not found"})
+			return
+		}
+		a["enabled"] = p["enabled"]
+		w.WriteHeader(204)
+	})
 	return pf, &mu, blocks, automations
+}
+
+func TestSetupReplacesTheDirectAutomationBeforeEnablingItsOwn(t *testing.T) {
+	t.Parallel()
+	pf, mu, _, automations := fakePrefectAutomations(t)
+	const old = "Flow Run State Change Notification"
+	mu.Lock()
+	automations["direct"] = map[string]any{"id": "direct", "name": old, "enabled": true}
+	mu.Unlock()
+	o := SetupOptions{URL: "https://proxy.example/webhooks/v1/notification/", Key: "k1", States: []string{"Completed"}, Replace: []string{old}}
+	res, err := Setup(context.Background(), pf.Client(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Disabled) != 1 || res.Disabled[0] != "direct" || res.Automation != "created" {
+		t.Fatalf("%+v", res)
+	}
+	mu.Lock()
+	if automations["direct"]["enabled"] != false {
+		t.Errorf("the direct automation is still enabled: %v", automations["direct"])
+	}
+	mu.Unlock()
+	// Disabled first, then created: never both on at once (Django would get every state twice).
+	var order []string
+	for _, c := range pf.Calls() {
+		if c.Method == "PATCH" || c.Method == "POST" && c.Path == "/api/automations/" {
+			order = append(order, c.Method)
+		}
+	}
+	if strings.Join(order, ",") != "PATCH,POST" {
+		t.Fatalf("calls in order %v, want PATCH then POST", order)
+	}
+	res, err = Setup(context.Background(), pf.Client(), o)
+	if err != nil || len(res.Disabled) != 0 || res.Automation != "unchanged" {
+		t.Fatalf("second run: %+v %v", res, err)
+	}
 }
 
 func TestSetupIsIdempotent(t *testing.T) {

@@ -25,19 +25,24 @@ type API struct {
 }
 
 // NewAPI wires the relay's api side on rdb (the api's Redis connection).
+// With the relay off (config.RelayEnabled) there is no ingress; the
+// dead-letter admin stays, so deliveries archived before it was turned off
+// can still be seen and replayed later.
 func NewAPI(cfg config.Config, rdb redis.UniversalClient, log logrus.FieldLogger, reg prometheus.Registerer) *API {
-	m := NewMetrics(reg)
-	return &API{
-		Ingress: &Ingress{
-			Queue:    asynq.NewClientFromRedisClient(rdb),
-			Key:      cfg.RelayInboundKey,
-			States:   NewStateFilter(cfg.RelayStates),
-			MaxRetry: MaxRetries(cfg.RelayRetrySchedule),
-			Log:      log,
-			Metrics:  m,
-		},
-		Admin: &Admin{Inspector: asynq.NewInspectorFromRedisClient(rdb)},
+	a := &API{Admin: &Admin{Inspector: asynq.NewInspectorFromRedisClient(rdb)}}
+	if !cfg.RelayEnabled() {
+		return a
 	}
+	m := NewMetrics(reg)
+	a.Ingress = &Ingress{
+		Queue:    asynq.NewClientFromRedisClient(rdb),
+		Key:      cfg.RelayInboundKey,
+		States:   NewStateFilter(cfg.RelayStates),
+		MaxRetry: MaxRetries(cfg.RelayRetrySchedule),
+		Log:      log,
+		Metrics:  m,
+	}
+	return a
 }
 
 // Worker is the worker process's side: the delivery handler and the reconciler.
@@ -49,7 +54,8 @@ type Worker struct {
 	done       sync.WaitGroup
 }
 
-// NewWorker wires the delivery handler and the reconciler on rdb.
+// NewWorker wires the delivery handler and the reconciler on rdb. Callers
+// build it only when the relay is on (config.RelayEnabled).
 func NewWorker(cfg config.Config, rdb redis.UniversalClient, pc *prefect.Client, log logrus.FieldLogger, reg prometheus.Registerer) *Worker {
 	m := NewMetrics(reg)
 	states := NewStateFilter(cfg.RelayStates)
@@ -69,16 +75,17 @@ func NewWorker(cfg config.Config, rdb redis.UniversalClient, pc *prefect.Client,
 			Metrics: m,
 		},
 		Reconciler: &Reconciler{
-			Prefect:  pc,
-			Redis:    rdb,
-			Store:    store,
-			Queue:    asynq.NewClientFromRedisClient(rdb),
-			States:   states,
-			Interval: cfg.RelayReconcileInterval,
-			Overlap:  overlap,
-			MaxRetry: MaxRetries(cfg.RelayRetrySchedule),
-			Log:      log,
-			Metrics:  m,
+			Prefect:    pc,
+			Redis:      rdb,
+			Store:      store,
+			Queue:      asynq.NewClientFromRedisClient(rdb),
+			States:     states,
+			Interval:   cfg.RelayReconcileInterval,
+			Overlap:    overlap,
+			MaxRetry:   MaxRetries(cfg.RelayRetrySchedule),
+			AfterSetup: !cfg.RelayReconcileExplicit,
+			Log:        log,
+			Metrics:    m,
 		},
 	}
 }

@@ -62,7 +62,14 @@ func New(d Deps) (*Worker, error) {
 		closed: make(chan struct{}),
 		delays: map[string]asynq.RetryDelayFunc{},
 	}
+	queues := jobs.QueueWeights()
+	if !d.Config.RelayEnabled() {
+		// Deliveries queued while the relay was on wait, visible in
+		// /monitoring/, until it is turned on again.
+		delete(queues, jobs.QueueRelay)
+	}
 	w.srv = jobs.NewServer(d.Redis, jobs.ServerConfig{
+		Queues:          queues,
 		Concurrency:     d.Config.WorkerConcurrency,
 		ShutdownTimeout: d.ShutdownTimeout,
 		PollInterval:    d.PollInterval,
@@ -86,9 +93,9 @@ func New(d Deps) (*Worker, error) {
 	for _, op := range d.Ops {
 		w.Handle(op.Name, runner.Handler(op), jobs.RetryDelay)
 	}
-	// Relay: deliveries to Django on RELAY_RETRY_SCHEDULE, and the reconciler
-	// (skipped for a zero Config, as in unit tests, which has no Django URL).
-	if d.Config.DjangoWebhookURL != nil {
+	// Relay: deliveries to Django on RELAY_RETRY_SCHEDULE, and the reconciler,
+	// only once the relay is turned on (PREFECT_NOTIFICATIONS_WEBHOOK_KEY).
+	if d.Config.RelayEnabled() {
 		w.relay = relay.NewWorker(d.Config, w.rdb, d.Prefect, d.Log.WithField("component", "relay"), d.Registry)
 		w.Handle(relay.TaskType, w.relay.Handler, w.relay.RetryDelay)
 	}
