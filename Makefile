@@ -14,7 +14,7 @@ GO_PKGS := ./...
 help:
 	@echo "make run    - start Prefect (if none answers) and the api on :8085"
 	@echo "make test   - install test deps, go vet, gofmt check, all tests with -race against real Redis and Prefect"
-	@echo "make unit   - unit tests only (no Prefect, no Redis server)"
+	@echo "make unit   - unit tests only (-short: no Prefect, no redis-server; in-process fakes such as miniredis)"
 	@echo "make build  - build bin/api, bin/worker and bin/relay-setup"
 	@echo "PREFECT_VERSION=3.9.1 make test   - the same against another Prefect release"
 
