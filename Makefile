@@ -9,7 +9,7 @@ GO ?= go
 TEST_TIMEOUT ?= 30m
 GO_PKGS := ./...
 
-.PHONY: help run test deps prefect-venv build vet fmt-check unit e2e clean compose-check
+.PHONY: help run test deps prefect-venv build vet fmt-check tidy-check unit e2e clean compose-check
 
 help:
 	@echo "make run    - start Prefect (if none answers) and the api on :8085"
@@ -38,9 +38,13 @@ fmt-check:
 	@out="$$(gofmt -l cmd internal)"; \
 	if [ -n "$$out" ]; then echo "gofmt: these files need formatting:"; echo "$$out"; exit 1; fi
 
+# go.mod and go.sum say exactly what the code imports (direct vs // indirect).
+tidy-check:
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
+
 # One Prefect server for the whole run (withprefect exports PREFECT_TEST_API_URL
 # to every test package); each test starts its own redis-server.
-test: prefect-venv vet fmt-check
+test: prefect-venv vet fmt-check tidy-check
 	$(GO) build -o bin/withprefect ./internal/testenv/cmd/withprefect
 	bin/withprefect -- $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(GO_PKGS)
 
