@@ -1,10 +1,10 @@
 package e2e
 
-// End-to-end tests of the write routes (spec/proxy-api.md §5: 4, 5, 6, 9, 10,
-// 11, 14, 15, 16, 23, 24, 30, 31, 32, 33, 36) as jobs: the api and TWO worker
-// processes on a real redis-server, against a real Prefect. Each route's
-// effect is checked in Prefect, and its answer against what Django reads
-// (spec/django-client.md §1).
+// End-to-end tests of the write routes (routes 4, 5, 6, 9, 10, 11, 14, 15, 16,
+// 23, 24, 30, 31, 32, 33, 36, numbered as on their handlers in internal/httpapi)
+// as jobs: the api and TWO worker processes on a real redis-server, against a
+// real Prefect. Each route's effect is checked in Prefect, and its answer
+// against what Django reads.
 
 import (
 	"context"

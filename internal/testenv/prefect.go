@@ -177,8 +177,8 @@ func makeDatabaseTemplate(venv string) {
 	}
 }
 
-// PrefectServerEnv is the environment of a headless Prefect server for tests
-// (spec/prefect-api.md §3.2): no UI, no analytics, scheduler and late-runs
+// PrefectServerEnv is the environment of a headless Prefect server for tests:
+// no UI, no analytics, scheduler and late-runs
 // off (so no run appears or turns Late on its own), the triggers/actions
 // services on (automations must fire for relay tests).
 func PrefectServerEnv(home string, port int) map[string]string {
