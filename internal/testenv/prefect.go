@@ -178,9 +178,9 @@ func makeDatabaseTemplate(venv string) {
 }
 
 // PrefectServerEnv is the environment of a headless Prefect server for tests:
-// no UI, no analytics, scheduler and late-runs
-// off (so no run appears or turns Late on its own), the triggers/actions
-// services on (automations must fire for relay tests).
+// no UI, no analytics, scheduler and late-runs off (so no run appears or turns
+// Late on its own), the triggers/actions services on (automations must fire
+// for relay tests). StartLocalPrefect is the server with everything on.
 func PrefectServerEnv(home string, port int) map[string]string {
 	return map[string]string{
 		"PREFECT_HOME":                                         home,
