@@ -9,12 +9,12 @@ GO ?= go
 TEST_TIMEOUT ?= 30m
 GO_PKGS := ./...
 
-.PHONY: help run test deps prefect-venv build vet fmt-check unit e2e clean compose-check
+.PHONY: help run test deps prefect-venv build vet fmt-check tidy-check staticcheck unit e2e clean compose-check
 
 help:
 	@echo "make run    - start Prefect (if none answers) and the api on :8085"
-	@echo "make test   - install test deps, go vet, gofmt check, all tests with -race against real Redis and Prefect"
-	@echo "make unit   - unit tests only (no Prefect, no Redis server)"
+	@echo "make test   - install test deps; go vet, gofmt, go mod tidy and staticcheck checks; all tests with -race against real Redis and Prefect"
+	@echo "make unit   - unit tests only (-short: no Prefect, no redis-server; in-process fakes such as miniredis)"
 	@echo "make build  - build bin/api, bin/worker and bin/relay-setup"
 	@echo "PREFECT_VERSION=3.9.1 make test   - the same against another Prefect release"
 
@@ -38,9 +38,26 @@ fmt-check:
 	@out="$$(gofmt -l cmd internal)"; \
 	if [ -n "$$out" ]; then echo "gofmt: these files need formatting:"; echo "$$out"; exit 1; fi
 
+# staticcheck, pinned, built from the Go module proxy into bin/tools/ (one
+# binary per version, so changing the pin rebuilds it).
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := bin/tools/staticcheck-$(STATICCHECK_VERSION)
+
+$(STATICCHECK):
+	@mkdir -p bin/tools/.install
+	GOBIN=$(CURDIR)/bin/tools/.install $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mv bin/tools/.install/staticcheck $@
+
+staticcheck: $(STATICCHECK)
+	$(STATICCHECK) $(GO_PKGS)
+
+# go.mod and go.sum say exactly what the code imports (direct vs // indirect).
+tidy-check:
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
+
 # One Prefect server for the whole run (withprefect exports PREFECT_TEST_API_URL
 # to every test package); each test starts its own redis-server.
-test: prefect-venv vet fmt-check
+test: prefect-venv vet fmt-check tidy-check staticcheck
 	$(GO) build -o bin/withprefect ./internal/testenv/cmd/withprefect
 	bin/withprefect -- $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(GO_PKGS)
 

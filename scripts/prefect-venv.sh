@@ -12,6 +12,12 @@ root="$(cd "$here/.." && pwd)"
 venv="${1:-${PREFECT_VENV:-$root/.venv/prefect-$version}}"
 constraints="$here/constraints/prefect-$version.txt"
 
+# One installer per venv at a time (`make run` next to `make test`, or a test
+# installing a second release): the others wait, then find it current.
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
+
 # The marker holds what the venv was built from: the version and the constraints.
 want="prefect==$version"
 if [ -f "$constraints" ]; then

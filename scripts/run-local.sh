@@ -49,16 +49,13 @@ else
     *) echo "run: no Prefect answers at $PREFECT_API_URL and it is not local; start it or unset PREFECT_API_URL" >&2; exit 1 ;;
   esac
   bash "$root/scripts/prefect-venv.sh"
-  venv="$root/.venv/prefect-$PREFECT_VERSION"
   export PREFECT_HOME="$run_dir/prefect"
   mkdir -p "$PREFECT_HOME"
   echo "run: starting Prefect $PREFECT_VERSION on $host:$port (log: .run/prefect.log, data: .run/prefect)" >&2
   # setsid: its own process group, so Ctrl-C reaches the api first and the
-  # server is then stopped cleanly by cleanup().
-  (cd "$PREFECT_HOME" && \
-    PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_API_HOST="$host" PREFECT_SERVER_API_PORT="$port" \
-    exec setsid "$venv/bin/prefect" server start --host "$host" --port "$port" --analytics-off \
-    >"$run_dir/prefect.log" 2>&1) &
+  # server is then stopped cleanly by cleanup(). The tests start Prefect with
+  # this same script (TestPrefectAsMakeRunStartsIt).
+  setsid bash "$root/scripts/prefect-server.sh" "$host" "$port" >"$run_dir/prefect.log" 2>&1 &
   prefect_pid=$!
   for i in $(seq 1 240); do
     if healthy "$PREFECT_API_URL"; then break; fi

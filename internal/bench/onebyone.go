@@ -16,7 +16,7 @@ type HistoryRun struct {
 }
 
 // OneByOneHistory replays the Python proxy's GET /proxy/flow_runs call pattern
-// (spec/proxy-api.md #19, §5.3, §5.4), strictly sequentially: one flow-run
+// (route 19), strictly sequentially: one flow-run
 // filter, then for each run the recursive v1 graph (one GET per flow run in
 // its subflow tree) and one task-run filter. It is the baseline the history
 // route is compared with. Two things favour the baseline over the real Python

@@ -1,9 +1,9 @@
 package e2e
 
-// End-to-end tests of every read route (spec/proxy-api.md §5: 2, 3, 7, 8, 17,
-// 18, 19, 20, 21, 22, 25, 26, 27, 28, 29, 34, 35, 37) through the real api
-// binary against a real Prefect, checking the fields Django reads
-// (spec/django-client.md §1).
+// End-to-end tests of every read route (routes 2, 3, 7, 8, 17, 18, 19, 20,
+// 21, 22, 25, 26, 27, 28, 29, 34, 35, 37, numbered as on their handlers in
+// internal/httpapi) through the real api binary against a real Prefect,
+// checking the fields Django reads.
 
 import (
 	"encoding/base64"

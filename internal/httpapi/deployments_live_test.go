@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -21,12 +20,9 @@ import (
 )
 
 // TestLiveReads checks routes 2, 3, 7, 8, 25, 29 and 37 through the real
-// handler against a real Prefect server. It runs only when
-// PREFECT_TEST_API_URL names one (the unit suite must not start Prefect).
+// handler against a real Prefect server: the one `make test` shares
+// (PREFECT_TEST_API_URL), or one testenv starts. -short (make unit) skips it.
 func TestLiveReads(t *testing.T) {
-	if os.Getenv(testenv.EnvPrefectURL) == "" {
-		t.Skip("set " + testenv.EnvPrefectURL + " to run against a real Prefect")
-	}
 	pf := testenv.Prefect(t)
 	u, err := url.Parse(pf.URL)
 	if err != nil {

@@ -48,7 +48,7 @@ func docPathKey(method, path string) string {
 }
 
 // Every Django-facing route the router serves must be in /openapi.json, and
-// every route of the Python proxy's table (§5) must be in the document.
+// every route the Python proxy serves must be in the document.
 func TestOpenAPICoversTheRoutes(t *testing.T) {
 	t.Parallel()
 	var doc openAPIForTest

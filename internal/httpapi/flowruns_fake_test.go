@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -326,5 +325,3 @@ func mustJSON(t *testing.T, s string) any {
 	}
 	return v
 }
-
-func hasPrefix(s, p string) bool { return strings.HasPrefix(s, p) }

@@ -177,7 +177,7 @@ func (r *Runner) observe(typ, outcome string, start time.Time, failed bool) {
 	}
 }
 
-// Backoff policy of write jobs (DESIGN.md): first retry within a second,
+// Backoff policy of write jobs (docs/ARCHITECTURE.md): first retry within a second,
 // doubling, capped at a minute, ±20 % jitter.
 const (
 	retryBase = 500 * time.Millisecond

@@ -21,7 +21,8 @@ const (
 	QueueMaintenance = "maintenance" // reconciler
 )
 
-// QueueWeights are asynq's weighted-priority settings (DESIGN.md).
+// QueueWeights are asynq's weighted-priority settings (docs/ARCHITECTURE.md):
+// flow-run actions Django waits on first, maintenance last.
 func QueueWeights() map[string]int {
 	return map[string]int{QueueCritical: 6, QueueDefault: 3, QueueRelay: 3, QueueMaintenance: 1}
 }

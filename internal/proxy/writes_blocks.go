@@ -1,8 +1,8 @@
 package proxy
 
 // Block writes (routes 4, 5, 6, 9, 10, 11), as the REST calls Prefect's
-// Block.save(name, overwrite=...) makes (proxy-api.md §5.1), with the block
-// type and schema ids looked up by slug instead of recomputed.
+// Block.save(name, overwrite=...) makes, with the block type and schema ids
+// looked up by slug instead of recomputed.
 
 import (
 	"context"

@@ -2,7 +2,7 @@ package proxy
 
 // Deployment writes (routes 14, 15, 16, 30, 33). Route 14 posts the
 // deployment Prefect's flow.from_source(...).deploy() would create
-// (proxy-api.md §5.2) without cloning or importing anything.
+// without cloning or importing anything.
 
 import (
 	"context"
@@ -59,7 +59,7 @@ func decodeDeploymentCreate(_ map[string]string, body []byte) (DeploymentCreateP
 }
 
 // DeploymentUpdatePayload is route 15's job payload. A key absent from the
-// request leaves that field unchanged (DESIGN.md); Django always sends both
+// request leaves that field unchanged (docs/ARCHITECTURE.md); Django always sends both
 // cron and deployment_params, so it sees the Python proxy's replacement.
 type DeploymentUpdatePayload struct {
 	DeploymentID string         `json:"deployment_id"`

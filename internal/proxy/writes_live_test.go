@@ -1,8 +1,8 @@
 package proxy
 
-// Checks of the write operations against a real Prefect server. They run
-// only when PROXY_LIVE_PREFECT_URL names one (e.g. http://127.0.0.1:4299/api);
-// every object gets a unique name, so a shared server is fine.
+// Checks of the write operations against a real Prefect server: the one
+// `make test` shares (PREFECT_TEST_API_URL), or one testenv starts; -short
+// skips them. Every object gets a unique name, so a shared server is fine.
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,15 +21,12 @@ import (
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/testenv"
 )
 
 func liveService(t *testing.T) *Service {
 	t.Helper()
-	raw := os.Getenv("PROXY_LIVE_PREFECT_URL")
-	if raw == "" {
-		t.Skip("PROXY_LIVE_PREFECT_URL not set")
-	}
-	u, err := url.Parse(raw)
+	u, err := url.Parse(testenv.Prefect(t).URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +36,9 @@ func liveService(t *testing.T) *Service {
 }
 
 // runOp decodes and runs an op the way the job system does (payload
-// re-encoded as JSON in between).
+// re-encoded as JSON in between), retrying a retryable error as the job
+// runner does: the server is shared with the whole `make test` run, and its
+// SQLite answers 503 while another writer holds the lock.
 func runOp(t *testing.T, s *Service, name string, params map[string]string, body string, jobID string) (any, error) {
 	t.Helper()
 	o, ok := WriteOps()[name]
@@ -53,7 +53,13 @@ func runOp(t *testing.T, s *Service, name string, params map[string]string, body
 	if err != nil {
 		t.Fatal(err)
 	}
-	return o.Run(context.Background(), s, raw, jobID)
+	for attempt := 1; ; attempt++ {
+		v, err := o.Run(context.Background(), s, raw, jobID)
+		if err == nil || !prefect.Retryable(err) || attempt == 10 {
+			return v, err
+		}
+		time.Sleep(prefect.Backoff(100*time.Millisecond, 2*time.Second, attempt))
+	}
 }
 
 // okFn returns a checker for runOp's results: no error, the answer as JSON.
@@ -185,11 +191,14 @@ func TestLiveBlocks(t *testing.T) {
 	}
 
 	// Prefect's own Python client loads what we wrote, in its own shape.
-	if py := os.Getenv("PROXY_LIVE_PYTHON"); py != "" {
-		out, err := exec.Command(py, "-c", pythonLoad, clean, "conn-"+sfx, secName).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "LOADED airbyte.local 9000 s3cret "+connID+" My conn 2 v3") {
-			t.Fatalf("python load: %v\n%s", err, out)
-		}
+	venv, err := testenv.PrefectVenv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	py := exec.Command(filepath.Join(venv, "bin", "python"), "-c", pythonLoad, clean, "conn-"+sfx, secName)
+	py.Env = append(os.Environ(), "PREFECT_API_URL="+s.prefect.BaseURL(), "PREFECT_HOME="+t.TempDir())
+	if out, err := py.CombinedOutput(); err != nil || !strings.Contains(string(out), "LOADED airbyte.local 9000 s3cret "+connID+" My conn 2 v3") {
+		t.Fatalf("python load: %v\n%s", err, out)
 	}
 
 	// Route 11.
@@ -208,7 +217,9 @@ func TestLiveDeploymentsAndRuns(t *testing.T) {
 	ctx := context.Background()
 	sfx := uuid.NewString()[:8]
 	pool := "live-pool-" + sfx
-	if err := s.prefect.Do(ctx, http.MethodPost, "/work_pools/", map[string]any{"name": pool, "type": "process"}, nil, false); err != nil {
+	// Setup writes are retried (idempotent=true): a 503 from the shared
+	// server's SQLite rolled the write back.
+	if err := s.prefect.Do(ctx, http.MethodPost, "/work_pools/", map[string]any{"name": pool, "type": "process"}, nil, true); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.prefect.Do(ctx, http.MethodDelete, "/work_pools/"+pool, nil, nil, false) })
@@ -297,7 +308,7 @@ func TestLiveDeploymentsAndRuns(t *testing.T) {
 	})
 	if err := s.prefect.Do(ctx, http.MethodPost, "/deployments/"+sid["deployment_id"]+"/schedules",
 		[]any{map[string]any{"schedule": map[string]any{"cron": "0 2 * * *"}, "active": true, "slug": "daily"},
-			map[string]any{"schedule": map[string]any{"cron": "0 3 * * *"}, "active": true, "slug": "other"}}, nil, false); err != nil {
+			map[string]any{"schedule": map[string]any{"cron": "0 3 * * *"}, "active": true, "slug": "other"}}, nil, true); err != nil {
 		t.Fatal(err)
 	}
 	ok(runOp(t, s, OpDeploymentSetSchedule, map[string]string{"deployment_id": sid["deployment_id"], "status": "inactive"}, "{}", ""))

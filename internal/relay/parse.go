@@ -83,8 +83,11 @@ var (
 	defaultIDRE   = regexp.MustCompile(`Flow run ID: (` + uuidRE + `)`)
 )
 
-// Parse reads an inbound notification in any of the four formats of
-// DESIGN.md §Relay. It never needs a Content-Type.
+// Parse reads an inbound notification in any of the four formats the relay
+// accepts (docs/ARCHITECTURE.md, Relay): 1. Prefect 2's policy text in
+// {"body": "..."}, 2. a flow run's JSON in {"body": {...}}, 3. the template
+// relay-setup installs (PayloadTemplate), 4. a raw Prefect event. It never
+// needs a Content-Type.
 func Parse(body []byte) (Notification, error) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {

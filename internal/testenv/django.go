@@ -29,8 +29,8 @@ type DjangoRequest struct {
 }
 
 // Django is a test double of Django's POST /webhooks/v1/notification/ that
-// applies Django's exact key check and message parsing
-// (spec/django-client.md §2) and records every request.
+// applies Django's exact key check and message parsing and records every
+// request.
 type Django struct {
 	// URL is the full notification URL (with the trailing slash Django needs).
 	URL    string

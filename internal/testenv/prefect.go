@@ -99,28 +99,34 @@ func StartPrefect() (*PrefectServer, error) {
 	return nil, lastErr
 }
 
-// PrefectVenv returns a virtualenv with the wanted Prefect installed,
-// creating it with scripts/prefect-venv.sh when it is missing.
+// PrefectVenv returns a virtualenv with the harness's Prefect (PrefectVersion)
+// installed, creating it with scripts/prefect-venv.sh when it is missing.
 func PrefectVenv() (string, error) {
-	version := PrefectVersion()
+	venv, err := PrefectVenvFor(PrefectVersion())
+	if err != nil {
+		return "", err
+	}
+	makeDatabaseTemplate(venv)
+	return venv, nil
+}
+
+// PrefectVenvFor returns a virtualenv with the given Prefect release:
+// PREFECT_VENV for the harness's own version, else <repo>/.venv/prefect-<version>,
+// installed or rebuilt by scripts/prefect-venv.sh when it is missing or was
+// built from other constraints (the script is a no-op when it is current).
+func PrefectVenvFor(version string) (string, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
-	if venv := os.Getenv(EnvPrefectVenv); venv != "" {
+	if venv := os.Getenv(EnvPrefectVenv); venv != "" && version == PrefectVersion() {
 		// Someone else's venv: use it as it is.
 		if _, err := os.Stat(filepath.Join(venv, "bin", "prefect")); err != nil {
 			return "", errorf("%s=%s has no bin/prefect", EnvPrefectVenv, venv)
 		}
-		makeDatabaseTemplate(venv)
 		return venv, nil
 	}
 	venv := filepath.Join(root, ".venv", "prefect-"+version)
-	// scripts/prefect-venv.sh writes .installed last.
-	if _, err := os.Stat(filepath.Join(venv, ".installed")); err == nil {
-		makeDatabaseTemplate(venv)
-		return venv, nil
-	}
 	script := filepath.Join(root, "scripts", "prefect-venv.sh")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -131,7 +137,6 @@ func PrefectVenv() (string, error) {
 	if err := cmd.Run(); err != nil {
 		return "", errorf("installing prefect %s into %s with %s: %v", version, venv, script, err)
 	}
-	makeDatabaseTemplate(venv)
 	return venv, nil
 }
 
@@ -140,7 +145,7 @@ func PrefectVenv() (string, error) {
 // is copied. Starting from it skips most of a first start. It is only a cache:
 // on any failure the server simply migrates its own database.
 func makeDatabaseTemplate(venv string) {
-	dst := templatePath()
+	dst := templatePath(PrefectVersion())
 	if _, err := os.Stat(dst); err == nil {
 		return
 	}
@@ -172,10 +177,10 @@ func makeDatabaseTemplate(venv string) {
 	}
 }
 
-// PrefectServerEnv is the environment of a headless Prefect server for tests
-// (spec/prefect-api.md §3.2): no UI, no analytics, scheduler and late-runs
-// off (so no run appears or turns Late on its own), the triggers/actions
-// services on (automations must fire for relay tests).
+// PrefectServerEnv is the environment of a headless Prefect server for tests:
+// no UI, no analytics, scheduler and late-runs off (so no run appears or turns
+// Late on its own), the triggers/actions services on (automations must fire
+// for relay tests). StartLocalPrefect is the server with everything on.
 func PrefectServerEnv(home string, port int) map[string]string {
 	return map[string]string{
 		"PREFECT_HOME":                                         home,
@@ -250,10 +255,82 @@ func startPrefectIn(venv string, hc *http.Client, useTemplate bool) (*PrefectSer
 	return s, nil
 }
 
+// SupportedPrefectVersions are the Prefect releases the proxy supports (each
+// has its pins in scripts/constraints/): Dalgo's pin first, then the newest
+// release checked. Tests that must hold on every release iterate over them.
+func SupportedPrefectVersions() []string { return []string{DefaultPrefectVersion, "3.9.1"} }
+
+// StartLocalPrefect starts a Prefect server of the given release exactly as
+// `make run` does, with scripts/prefect-server.sh: every Prefect service on
+// (the scheduler included), the UI served, a fresh home and database that
+// the server migrates itself. It listens on a free loopback port; the venv is
+// installed first when missing (PrefectVenvFor). The caller stops it; its
+// whole output stays readable with Logs after Stop.
+func StartLocalPrefect(version string) (*PrefectServer, error) {
+	venv, err := PrefectVenvFor(version)
+	if err != nil {
+		return nil, err
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	var lastErr error
+	for attempt := 0; attempt < 2; attempt++ { // the free port can be taken in between
+		s, err := startLocalPrefectIn(root, venv, version, hc)
+		if err == nil {
+			return s, nil
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+func startLocalPrefectIn(root, venv, version string, hc *http.Client) (*PrefectServer, error) {
+	home, err := os.MkdirTemp("", "testenv-prefect-local-")
+	if err != nil {
+		return nil, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		_ = os.RemoveAll(home)
+		return nil, err
+	}
+	p, err := startProc(procOpts{
+		name: "prefect " + version + " (as make run starts it)",
+		path: "bash",
+		args: []string{filepath.Join(root, "scripts", "prefect-server.sh"), "127.0.0.1", strconv.Itoa(port)},
+		env: envList(map[string]string{
+			"PREFECT_HOME":    home,
+			EnvPrefectVersion: version,
+			EnvPrefectVenv:    venv,
+		}),
+		dir: home,
+	})
+	if err != nil {
+		_ = os.RemoveAll(home)
+		return nil, err
+	}
+	s := &PrefectServer{URL: fmt.Sprintf("http://127.0.0.1:%d/api", port), Home: home, proc: p, http: hc}
+	// No template database: a first `make run` migrates its own, and that
+	// start must be clean too.
+	if err := s.waitHealthy(p, 4*time.Minute); err != nil {
+		p.Kill()
+		_ = os.RemoveAll(home)
+		return nil, err
+	}
+	if err := s.readVersion(); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
 // seedDatabase copies the venv's migrated template database (made by
 // makeDatabaseTemplate) into home.
 func seedDatabase(home string) {
-	src := templatePath()
+	src := templatePath(PrefectVersion())
 	b, err := os.ReadFile(src)
 	if err != nil {
 		return
@@ -261,14 +338,14 @@ func seedDatabase(home string) {
 	_ = os.WriteFile(filepath.Join(home, "prefect.db"), b, 0o600)
 }
 
-// templatePath is where the migrated empty database of this Prefect version
-// is cached (git-ignored, next to the venvs).
-func templatePath() string {
+// templatePath is where the migrated empty database of a Prefect version is
+// cached (git-ignored, next to the venvs).
+func templatePath(version string) string {
 	root, err := RepoRoot()
 	if err != nil {
-		return filepath.Join(os.TempDir(), "testenv-prefect-"+PrefectVersion()+".db")
+		return filepath.Join(os.TempDir(), "testenv-prefect-"+version+".db")
 	}
-	return filepath.Join(root, ".venv", "prefect-"+PrefectVersion()+"-template.db")
+	return filepath.Join(root, ".venv", "prefect-"+version+"-template.db")
 }
 
 // Proc is the server process, nil for an external server.

@@ -82,9 +82,13 @@ func Redis(tb testing.TB) string {
 	return RedisFull(tb).URL
 }
 
-// RedisFull is Redis returning the server handle.
+// RedisFull is Redis returning the server handle. With -short (make unit)
+// the calling test is skipped rather than starting a redis-server.
 func RedisFull(tb testing.TB) *RedisServer {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("testenv: -short: not starting a redis-server")
+	}
 	r, err := StartRedis()
 	must(tb, err, "start redis")
 	tb.Cleanup(r.Stop)

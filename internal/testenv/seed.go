@@ -7,9 +7,9 @@ import (
 	"time"
 )
 
-// Seeding helpers: they create objects in Prefect over its REST API
-// (spec/prefect-api.md §4) and fail the test on any error. Names are unique
-// unless given, so tests can share one server.
+// Seeding helpers: they create objects in Prefect over its REST API and fail
+// the test on any error. Names are unique unless given, so tests can share
+// one server.
 
 // Flow is a Prefect flow.
 type Flow struct{ ID, Name string }

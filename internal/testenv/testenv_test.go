@@ -15,6 +15,9 @@ func TestMain(m *testing.M) { os.Exit(Main(m)) }
 
 func TestRedisStartsAndStops(t *testing.T) {
 	t.Parallel()
+	if testing.Short() {
+		t.Skip("-short: starts a redis-server")
+	}
 	r, err := StartRedis()
 	if err != nil {
 		t.Fatal(err)
