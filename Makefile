@@ -9,7 +9,7 @@ GO ?= go
 TEST_TIMEOUT ?= 30m
 GO_PKGS := ./...
 
-.PHONY: help run test deps prefect-venv build vet fmt-check unit e2e clean compose-check deploy-check image
+.PHONY: help run test deps prefect-venv build vet fmt-check unit e2e clean compose-check deploy-check image docker-smoke
 
 help:
 	@echo "make run    - start Prefect (if none answers) and the api on :8085"
@@ -60,6 +60,11 @@ deploy-check:
 	@GO=$(GO) bash scripts/deploy-check.sh
 
 compose-check: deploy-check
+
+# Builds the images and runs the compose stack on a Docker engine (not part of
+# `make test`, which must run without one). SMOKE_BASES=host: no registry needed.
+docker-smoke:
+	@bash scripts/docker-smoke.sh
 
 # The api image (the worker's: IMAGE_TARGET=worker), stamped with the version.
 IMAGE ?= prefect-proxy-go
