@@ -167,6 +167,9 @@ func checkService(t *testing.T, name string, s composeService) {
 			t.Errorf("prefect: profiles %v, want [prefect]", s.Profiles)
 		}
 	case "relay-setup":
+		if s.Build == nil || s.Build.Target != "api" {
+			t.Errorf("relay-setup builds target %+v, want api (the image holding relay-setup)", s.Build)
+		}
 		if !slices.Equal(s.Profiles, []string{"relay"}) || s.Restart != "no" {
 			t.Errorf("relay-setup: profiles %v, restart %q; want a one-shot in profile relay", s.Profiles, s.Restart)
 		}

@@ -98,6 +98,11 @@ services:
     image: ppsmoke/redis:host
   relay-setup:
     image: $api_image
+    build:
+      network: host
+      args:
+        GO_IMAGE: ppsmoke/go:host
+        RUNTIME_IMAGE: ppsmoke/distroless:host
   api:
     image: $api_image
     build:
