@@ -14,6 +14,8 @@
 # build stage, a distroless-like root (passwd with nonroot 65532, CA
 # certificates, /home/nonroot, /tmp) for the runtime, and the host's
 # redis-server. The Dockerfile itself is unchanged (its bases are build args).
+# The stand-ins (ppsmoke/{go,distroless,redis}:host) are kept for the next run;
+# SMOKE_REBUILD_BASES=1 remakes them (after a Go upgrade, say).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
@@ -43,11 +45,12 @@ fail() { echo "docker-smoke: FAIL: $*" >&2; exit 1; }
 
 # --- base images ---
 : > "$work/override.yml"
-if [ "${SMOKE_BASES:-pinned}" = host ]; then
+if [ "${SMOKE_BASES:-pinned}" = host ] && { [ "${SMOKE_REBUILD_BASES:-}" = 1 ] ||
+    ! docker image inspect ppsmoke/go:host ppsmoke/distroless:host ppsmoke/redis:host >/dev/null 2>&1; }; then
   echo "docker-smoke: building stand-in base images from this host" >&2
   goroot="$(go env GOROOT)"
   busybox="$(command -v busybox || true)"
-  [ -n "$busybox" ] && file -L "$busybox" | grep -q 'statically linked' ||
+  [ -n "$busybox" ] && ldd "$busybox" 2>&1 | grep -q 'not a dynamic' ||
     fail "SMOKE_BASES=host needs a static busybox (apt-get install busybox-static)"
   certs=/etc/ssl/certs/ca-certificates.crt
 
@@ -91,11 +94,15 @@ PY
   done
   chmod 1777 "$r/tmp" "$r/data"
   tar -C "$r" -cf - . | docker import --change 'ENV PATH=/usr/bin' --change 'WORKDIR /data' - ppsmoke/redis:host >/dev/null
+fi
+if [ "${SMOKE_BASES:-pinned}" = host ]; then
 
   cat > "$work/override.yml" <<EOF
 services:
   redis:
     image: ppsmoke/redis:host
+    # What the official image's entrypoint adds when it gets no config file.
+    command: ["redis-server", "--appendonly", "yes", "--protected-mode", "no"]
   relay-setup:
     image: $api_image
     build:

@@ -105,6 +105,12 @@ func TestEnvExampleListsEveryVariable(t *testing.T) {
 	}
 }
 
+// setChangesBehaviour are the variables whose being set at all means
+// something beyond their value; .env.example says so next to them.
+var setChangesBehaviour = map[string]string{
+	"RELAY_RECONCILE_INTERVAL": "set, the reconciler runs before relay-setup has made the relay Django's path",
+}
+
 // A commented line documents the default: setting every commented value must
 // give exactly the configuration of setting none of them.
 func TestEnvExampleDefaultsAreTheDefaults(t *testing.T) {
@@ -114,7 +120,7 @@ func TestEnvExampleDefaultsAreTheDefaults(t *testing.T) {
 	base := map[string]string{"JOB_ENCRYPTION_KEY": key}
 	withDefaults := map[string]string{"JOB_ENCRYPTION_KEY": key}
 	for name, e := range example {
-		if e.commented {
+		if _, special := setChangesBehaviour[name]; e.commented && !special {
 			withDefaults[name] = e.value
 		}
 	}
@@ -128,5 +134,13 @@ func TestEnvExampleDefaultsAreTheDefaults(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("the commented values of .env.example are not the defaults:\n got  %+v\n want %+v", got, want)
+	}
+	// The value documented for RELAY_RECONCILE_INTERVAL is still the period
+	// used when it is unset.
+	if e := example["RELAY_RECONCILE_INTERVAL"]; e.commented {
+		c, err := Load(env(map[string]string{"JOB_ENCRYPTION_KEY": key, "RELAY_RECONCILE_INTERVAL": e.value}))
+		if err != nil || c.RelayReconcileInterval != want.RelayReconcileInterval {
+			t.Errorf(".env.example documents RELAY_RECONCILE_INTERVAL=%s, the default period is %s (%v)", e.value, want.RelayReconcileInterval, err)
+		}
 	}
 }
