@@ -17,6 +17,7 @@ import (
 type composeService struct {
 	Image         string            `json:"image"`
 	Command       []string          `json:"command"`
+	Entrypoint    []string          `json:"entrypoint"`
 	ContainerName string            `json:"container_name"`
 	Environment   map[string]string `json:"environment"`
 	EnvFile       []string          `json:"env_file"`
@@ -173,8 +174,8 @@ func checkService(t *testing.T, name string, s composeService) {
 		if !slices.Equal(s.Profiles, []string{"relay"}) || s.Restart != "no" {
 			t.Errorf("relay-setup: profiles %v, restart %q; want a one-shot in profile relay", s.Profiles, s.Restart)
 		}
-		if !slices.Equal(s.Command, []string{"/usr/local/bin/relay-setup"}) {
-			t.Errorf("relay-setup runs %v", s.Command)
+		if !slices.Equal(s.Entrypoint, []string{"/usr/local/bin/relay-setup"}) || len(s.Command) != 0 {
+			t.Errorf("relay-setup: entrypoint %v, command %v; want the relay-setup entrypoint, so `run relay-setup -flag` passes flags", s.Entrypoint, s.Command)
 		}
 	}
 }
