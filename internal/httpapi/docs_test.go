@@ -58,7 +58,7 @@ func TestDocsAssetsComeFromTheBinary(t *testing.T) {
 		{"/docs/assets/swagger-ui.css", 200, "text/css", ".swagger-ui"},
 		{"/docs/assets/docs-init.js", 200, "text/javascript", `url: "/openapi.json"`},
 		{"/docs/assets/favicon-32x32.png", 200, "image/png", "PNG"},
-		{"/docs/assets/index.html", 404, "application/json", "Not Found"},          // the distribution's own page is not served
+		{"/docs/assets/index.html", 404, "application/json", "Not Found"},             // the distribution's own page is not served
 		{"/docs/assets/swagger-initializer.js", 404, "application/json", "Not Found"}, // it points at the petstore
 		{"/docs/assets/../openapi.json", 404, "application/json", "Not Found"},
 		{"/docs/assets/nope.js", 404, "application/json", "Not Found"},
