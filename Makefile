@@ -28,8 +28,14 @@ deps:
 prefect-venv: deps
 	@bash scripts/prefect-venv.sh
 
+# --version of the binaries: set here, else Go's own VCS stamp is used.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/DalgoT4D/prefect-proxy-go/internal/cli.version=$(VERSION) \
+	-X github.com/DalgoT4D/prefect-proxy-go/internal/cli.commit=$(COMMIT)
+
 build:
-	$(GO) build -o bin/ ./cmd/api ./cmd/worker ./cmd/relay-setup
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/api ./cmd/worker ./cmd/relay-setup
 
 vet:
 	$(GO) vet $(GO_PKGS)
