@@ -9,7 +9,7 @@ GO ?= go
 TEST_TIMEOUT ?= 30m
 GO_PKGS := ./...
 
-.PHONY: help run test deps prefect-venv build vet fmt-check unit e2e clean compose-check
+.PHONY: help run test test-deps deps prefect-venv build vet fmt-check unit e2e clean compose-check
 
 help:
 	@echo "make run    - start Prefect (if none answers) and the api on :8085"
@@ -46,7 +46,10 @@ fmt-check:
 
 # One Prefect server for the whole run (withprefect exports PREFECT_TEST_API_URL
 # to every test package); each test starts its own redis-server.
-test: prefect-venv vet fmt-check
+test-deps:
+	@bash scripts/deps.sh --test
+
+test: test-deps prefect-venv vet fmt-check
 	$(GO) build -o bin/withprefect ./internal/testenv/cmd/withprefect
 	bin/withprefect -- $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(GO_PKGS)
 
