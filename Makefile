@@ -9,7 +9,7 @@ GO ?= go
 TEST_TIMEOUT ?= 30m
 GO_PKGS := ./...
 
-.PHONY: help run test deps prefect-venv build vet fmt-check tidy-check staticcheck unit e2e clean compose-check deploy-check image docker-smoke
+.PHONY: help run test test-deps deps prefect-venv build vet fmt-check tidy-check staticcheck unit e2e clean compose-check deploy-check image docker-smoke
 
 help:
 	@echo "make run    - start Prefect (if none answers) and the api on :8085"
@@ -30,8 +30,14 @@ deps:
 prefect-venv: deps
 	@bash scripts/prefect-venv.sh
 
+# --version of the binaries: set here, else Go's own VCS stamp is used.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/DalgoT4D/prefect-proxy-go/internal/cli.version=$(VERSION) \
+	-X github.com/DalgoT4D/prefect-proxy-go/internal/cli.commit=$(COMMIT)
+
 build:
-	$(GO) build -o bin/ ./cmd/api ./cmd/worker ./cmd/relay-setup
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/api ./cmd/worker ./cmd/relay-setup
 
 vet:
 	$(GO) vet $(GO_PKGS)
@@ -59,7 +65,10 @@ tidy-check:
 
 # One Prefect server for the whole run (withprefect exports PREFECT_TEST_API_URL
 # to every test package); each test starts its own redis-server.
-test: prefect-venv vet fmt-check tidy-check staticcheck deploy-check
+test-deps:
+	@bash scripts/deps.sh --test
+
+test: test-deps prefect-venv vet fmt-check tidy-check staticcheck deploy-check
 	$(GO) build -o bin/withprefect ./internal/testenv/cmd/withprefect
 	bin/withprefect -- $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(GO_PKGS)
 

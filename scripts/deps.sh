@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the system packages tests and `make run` need, when missing:
 # redis-server (real Redis for end-to-end tests), python3 with venv (for the
-# Prefect server's virtualenv). Debian/Ubuntu, as root or with sudo.
+# Prefect server's virtualenv); with --test also chromium (a test renders
+# /docs in it with the network cut off). Debian/Ubuntu, as root or with sudo.
 set -euo pipefail
 
 need=()
@@ -12,6 +13,9 @@ elif ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   need+=(python3-venv python3-pip)
 fi
 command -v git >/dev/null 2>&1 || need+=(git)
+if [ "${1:-}" = "--test" ]; then
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+fi
 
 if ! command -v go >/dev/null 2>&1; then
   echo "deps: Go is not installed (need Go 1.26: https://go.dev/dl/)" >&2

@@ -1,5 +1,9 @@
 // Command api serves the Django-facing HTTP API. With REDIS_URL unset it also
 // starts an embedded Redis and an in-process worker, so one command runs all.
+//
+//	api               serve (configured by the environment; api --help lists it)
+//	api healthcheck   exit 0 when this host's api answers /livez with 200, else 1
+//	api --version     print the version and commit
 package main
 
 import (
@@ -11,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/DalgoT4D/prefect-proxy-go/internal/cli"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/httpapi"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
@@ -32,18 +38,44 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	cli.Exit(err, os.Stderr)
 }
 
-func run(ctx context.Context, _ []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := config.Load(config.Env(getenv, ".env"))
+var command = cli.Command{
+	Name:     "api",
+	Synopsis: "the Django-facing HTTP API of prefect-proxy (with REDIS_URL unset, also an embedded Redis and an in-process worker)",
+	Usage:    "api [flags]          serve HTTP on LISTEN_ADDR\n  api healthcheck      exit 0 if the api on LISTEN_ADDR answers GET /livez with 200, else 1",
+	Program:  config.API,
+}
+
+// run serves until ctx ends, or runs the command in args. Errors carry their
+// exit status (cli.ExitError); --help and --version return nil.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	rest, err := cli.Parse(command, args, stdout, stderr)
+	if errors.Is(err, cli.ErrDone) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
+	cfg, err := config.Load(config.Env(getenv, ".env"))
+	switch {
+	case len(rest) == 1 && rest[0] == "healthcheck":
+		if err != nil {
+			return &cli.ExitError{Code: 1, Err: err}
+		}
+		return cli.Healthcheck(ctx, cfg.ListenAddr, 5*time.Second, stdout)
+	case len(rest) > 0:
+		return cli.Usage("api: unknown command %q; run 'api --help'", strings.Join(rest, " "))
+	case err != nil:
+		return err
+	}
+	return serve(ctx, cfg, stdout, stderr)
+}
+
+func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error {
 	log := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
 	log.WithField("component", "relay").Info(relay.Describe(cfg))
 

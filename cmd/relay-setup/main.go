@@ -4,6 +4,7 @@
 // run reports "unchanged" and changes nothing.
 //
 //	relay-setup -url https://proxy.example.org/webhooks/v1/notification/
+//	relay-setup --help | --version
 //
 // Reads PREFECT_API_URL, RELAY_INBOUND_KEY (or PREFECT_NOTIFICATIONS_WEBHOOK_KEY),
 // RELAY_STATES and RELAY_PUBLIC_URL (the -url default) from the environment / .env.
@@ -26,6 +27,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/DalgoT4D/prefect-proxy-go/internal/cli"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
@@ -34,27 +36,42 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	cli.Exit(err, os.Stderr)
 }
 
+// run installs or updates the relay's block and automation in Prefect and
+// prints what it did as JSON. Errors carry their exit status
+// (cli.ExitError); --help and --version return nil.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	env := config.Env(getenv, ".env")
-	fs := flag.NewFlagSet("relay-setup", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	publicURL := fs.String("url", env("RELAY_PUBLIC_URL"), "the relay's URL as Prefect reaches it, e.g. https://proxy.example.org/webhooks/v1/notification/ (env RELAY_PUBLIC_URL)")
-	blockName := fs.String("block-name", "dalgo-relay", "name of the Webhook block document")
-	automationName := fs.String("automation-name", "dalgo-relay: flow run states", "name of the automation")
-	tags := fs.String("tags", "", "comma-separated Prefect tags: only runs with one of them notify (default: every run)")
-	replace := fs.String("replace", "", `comma-separated names of automations to disable first, e.g. "Flow Run State Change Notification" (Prefect calling Django directly)`)
-	if err := fs.Parse(args); err != nil {
+	var publicURL, blockName, automationName, tags, replace *string
+	command := cli.Command{
+		Name:     "relay-setup",
+		Synopsis: "points Prefect at the relay: creates or updates the Webhook block and the automation that POST every RELAY_STATES state change to it (idempotent)",
+		Usage:    "relay-setup [flags]   e.g. relay-setup -url https://proxy.example.org/webhooks/v1/notification/",
+		Program:  config.RelaySetup,
+		Flags: func(fs *flag.FlagSet) {
+			publicURL = fs.String("url", env("RELAY_PUBLIC_URL"), "the relay's URL as Prefect reaches it, e.g. https://proxy.example.org/webhooks/v1/notification/ (env RELAY_PUBLIC_URL)")
+			blockName = fs.String("block-name", "dalgo-relay", "name of the Webhook block document")
+			automationName = fs.String("automation-name", "dalgo-relay: flow run states", "name of the automation")
+			tags = fs.String("tags", "", "comma-separated Prefect tags: only runs with one of them notify (default: every run)")
+			replace = fs.String("replace", "", `comma-separated names of automations to disable first, e.g. "Flow Run State Change Notification" (Prefect calling Django directly)`)
+		},
+	}
+	rest, err := cli.Parse(command, args, stdout, stderr)
+	if errors.Is(err, cli.ErrDone) {
+		return nil
+	}
+	if err != nil {
 		return err
 	}
+	if len(rest) > 0 {
+		return cli.Usage("relay-setup: unexpected arguments %q; run 'relay-setup --help'", strings.Join(rest, " "))
+	}
 	if *publicURL == "" {
-		return errors.New("relay-setup: -url (or RELAY_PUBLIC_URL) is required: the relay's public URL")
+		return cli.Usage("relay-setup: -url (or RELAY_PUBLIC_URL) is required: the relay's public URL")
 	}
 	// Setup talks to Prefect only: hide REDIS_URL so the same environment as
 	// the workers' works without JOB_ENCRYPTION_KEY.

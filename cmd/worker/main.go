@@ -1,5 +1,9 @@
 // Command worker executes the proxy's jobs and relay deliveries. Run any
 // number of them against one Redis (REDIS_URL is required).
+//
+//	worker               work (configured by the environment; worker --help lists it)
+//	worker healthcheck   exit 0 when this host's worker answers /livez with 200, else 1
+//	worker --version     print the version and commit
 package main
 
 import (
@@ -10,11 +14,14 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/DalgoT4D/prefect-proxy-go/internal/cli"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/httpapi"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
@@ -27,16 +34,38 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	cli.Exit(err, os.Stderr)
 }
 
-func run(ctx context.Context, _ []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := config.Load(config.Env(getenv, ".env"))
+var command = cli.Command{
+	Name:     "worker",
+	Synopsis: "runs prefect-proxy's write jobs and relay deliveries from Redis; start as many as needed",
+	Usage:    "worker [flags]          work, with an ops port (/livez, /readyz, /metrics) on WORKER_LISTEN_ADDR\n  worker healthcheck      exit 0 if the worker on WORKER_LISTEN_ADDR answers GET /livez with 200, else 1",
+	Program:  config.Worker,
+}
+
+// run works until ctx ends, or runs the command in args. Errors carry their
+// exit status (cli.ExitError); --help and --version return nil.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	rest, err := cli.Parse(command, args, stdout, stderr)
+	if errors.Is(err, cli.ErrDone) {
+		return nil
+	}
 	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(config.Env(getenv, ".env"))
+	switch {
+	case len(rest) == 1 && rest[0] == "healthcheck":
+		if err != nil {
+			return &cli.ExitError{Code: 1, Err: err}
+		}
+		return cli.Healthcheck(ctx, cfg.WorkerListenAddr, 5*time.Second, stdout)
+	case len(rest) > 0:
+		return cli.Usage("worker: unknown command %q; run 'worker --help'", strings.Join(rest, " "))
+	case err != nil:
 		return err
 	}
 	if cfg.Embedded() {

@@ -86,41 +86,43 @@ func Env(getenv func(string) string, dotenvPath string) func(string) string {
 	}
 }
 
-// Load reads the configuration through getenv.
+// Load reads the configuration through getenv. An unset variable takes its
+// default from Vars(), the one table of names and defaults.
 func Load(getenv func(string) string) (Config, error) {
-	l := loader{getenv: getenv}
+	l := loader{getenv: withDefaults(getenv)}
 	c := Config{
-		ListenAddr:         l.str("LISTEN_ADDR", ":8085"),
-		WorkerListenAddr:   l.str("WORKER_LISTEN_ADDR", ":8086"),
-		PrefectURL:         l.url("PREFECT_API_URL", "http://127.0.0.1:4200/api"),
-		PrefectTimeout:     l.seconds("PREFECT_API_TIMEOUT", 30*time.Second),
-		PrefectAuthString:  l.str("PREFECT_API_AUTH_STRING", ""),
-		PrefectAPIKey:      l.str("PREFECT_API_KEY", ""),
-		RedisURL:           l.str("REDIS_URL", ""),
-		JobWaitTimeout:     l.duration("JOB_WAIT_TIMEOUT", 25*time.Second),
-		JobRetention:       l.duration("JOB_RETENTION", 24*time.Hour),
-		WorkerConcurrency:  l.positiveInt("WORKER_CONCURRENCY", 10),
-		JobMaxAttempts:     l.positiveInt("JOB_MAX_ATTEMPTS", 10),
-		WorkerPollInterval: l.durationOrZero("WORKER_POLL_INTERVAL", 0),
-		ProxyAPIToken:      l.str("PROXY_API_TOKEN", ""),
-		AdminToken:         l.str("ADMIN_TOKEN", ""),
-		NotificationKey:    l.str("PREFECT_NOTIFICATIONS_WEBHOOK_KEY", ""),
-		DjangoWebhookURL:   l.url("DJANGO_WEBHOOK_URL", "http://127.0.0.1:8002/webhooks/v1/notification/"),
-		RelayStates: l.list("RELAY_STATES",
-			"Pending,Running,Completed,Cancelled,Failed,Crashed,TimedOut"),
-		RelayReconcileInterval: l.durationOrZero("RELAY_RECONCILE_INTERVAL", 30*time.Second),
-		RelayRetrySchedule:     l.durations("RELAY_RETRY_SCHEDULE", "5s,30s,2m,10m,30m,1h"),
-		DefaultWorkPool:        l.str("PREFECT_DEFAULT_WORK_POOL", "default-agent-pool"),
-		DefaultWorkQueue:       l.str("PREFECT_DEFAULT_WORK_QUEUE", "ddp"),
-		FlowRepoURL:            l.str("FLOW_REPO_URL", "https://github.com/DalgoT4D/prefect-proxy.git"),
-		FlowRepoBranch:         l.str("PREFECT_PROXY_GIT_BRANCH", "main"),
-		DeploymentEntrypoint: l.str("DEPLOYMENT_ENTRYPOINT",
-			"proxy/prefect_flows_runner.py:deployment_schedule_flow_v5"),
-		LogLevel:  l.oneOf("LOG_LEVEL", "info", "trace", "debug", "info", "warn", "warning", "error"),
-		LogFormat: l.oneOf("LOG_FORMAT", "json", "json", "text"),
+		ListenAddr:             l.str("LISTEN_ADDR"),
+		WorkerListenAddr:       l.str("WORKER_LISTEN_ADDR"),
+		PrefectURL:             l.url("PREFECT_API_URL"),
+		PrefectTimeout:         l.seconds("PREFECT_API_TIMEOUT"),
+		PrefectAuthString:      l.str("PREFECT_API_AUTH_STRING"),
+		PrefectAPIKey:          l.str("PREFECT_API_KEY"),
+		RedisURL:               l.str("REDIS_URL"),
+		JobWaitTimeout:         l.duration("JOB_WAIT_TIMEOUT"),
+		JobRetention:           l.duration("JOB_RETENTION"),
+		WorkerConcurrency:      l.positiveInt("WORKER_CONCURRENCY"),
+		JobMaxAttempts:         l.positiveInt("JOB_MAX_ATTEMPTS"),
+		WorkerPollInterval:     l.durationOrZero("WORKER_POLL_INTERVAL"),
+		ProxyAPIToken:          l.str("PROXY_API_TOKEN"),
+		AdminToken:             l.str("ADMIN_TOKEN"),
+		NotificationKey:        l.str("PREFECT_NOTIFICATIONS_WEBHOOK_KEY"),
+		DjangoWebhookURL:       l.url("DJANGO_WEBHOOK_URL"),
+		RelayStates:            l.list("RELAY_STATES"),
+		RelayReconcileInterval: l.durationOrZero("RELAY_RECONCILE_INTERVAL"),
+		RelayRetrySchedule:     l.durations("RELAY_RETRY_SCHEDULE"),
+		DefaultWorkPool:        l.str("PREFECT_DEFAULT_WORK_POOL"),
+		DefaultWorkQueue:       l.str("PREFECT_DEFAULT_WORK_QUEUE"),
+		FlowRepoURL:            l.str("FLOW_REPO_URL"),
+		FlowRepoBranch:         l.str("PREFECT_PROXY_GIT_BRANCH"),
+		DeploymentEntrypoint:   l.str("DEPLOYMENT_ENTRYPOINT"),
+		LogLevel:               l.oneOf("LOG_LEVEL", "trace", "debug", "info", "warn", "warning", "error"),
+		LogFormat:              l.oneOf("LOG_FORMAT", "json", "text"),
 	}
-	c.RelayInboundKey = l.str("RELAY_INBOUND_KEY", c.NotificationKey)
-	c.RelayReconcileExplicit = l.str("RELAY_RECONCILE_INTERVAL", "") != ""
+	c.RelayInboundKey = l.str("RELAY_INBOUND_KEY")
+	if c.RelayInboundKey == "" {
+		c.RelayInboundKey = c.NotificationKey
+	}
+	c.RelayReconcileExplicit = getenv("RELAY_RECONCILE_INTERVAL") != ""
 	if c.WorkerPollInterval == 0 {
 		// 5 ms keeps a synchronous write within ~5 ms of calling Prefect inline
 		// (docs/BENCHMARKS.md). The embedded Redis runs asynq's Lua scripts
@@ -153,15 +155,13 @@ func (l *loader) fail(name, format string, args ...any) {
 	}
 }
 
-func (l *loader) str(name, def string) string {
-	if v := strings.TrimSpace(l.getenv(name)); v != "" {
-		return v
-	}
-	return def
+// str is the variable's value, or its default from Vars() when unset.
+func (l *loader) str(name string) string {
+	return strings.TrimSpace(l.getenv(name))
 }
 
-func (l *loader) url(name, def string) *url.URL {
-	raw := l.str(name, def)
+func (l *loader) url(name string) *url.URL {
+	raw := l.str(name)
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		l.fail(name, "must be an http(s) URL, got %q", raw)
@@ -178,11 +178,8 @@ func (l *loader) redisURL(name, raw string) {
 }
 
 // seconds accepts a number of seconds (the Python proxy's form) or a Go duration.
-func (l *loader) seconds(name string, def time.Duration) time.Duration {
-	raw := l.str(name, "")
-	if raw == "" {
-		return def
-	}
+func (l *loader) seconds(name string) time.Duration {
+	raw := l.str(name)
 	if f, err := strconv.ParseFloat(raw, 64); err == nil && f > 0 {
 		return time.Duration(f * float64(time.Second))
 	}
@@ -190,36 +187,34 @@ func (l *loader) seconds(name string, def time.Duration) time.Duration {
 		return d
 	}
 	l.fail(name, "must be a positive number of seconds or a duration like 5s, got %q", raw)
-	return def
+	return 0
 }
 
-func (l *loader) duration(name string, def time.Duration) time.Duration {
-	d := l.durationOrZero(name, def)
+func (l *loader) duration(name string) time.Duration {
+	d := l.durationOrZero(name)
 	if d <= 0 {
 		l.fail(name, "must be positive")
 	}
 	return d
 }
 
-func (l *loader) durationOrZero(name string, def time.Duration) time.Duration {
-	raw := l.str(name, "")
-	if raw == "" {
-		return def
-	}
-	if raw == "0" {
+// durationOrZero reads a duration; unset with no default, or "0", is 0.
+func (l *loader) durationOrZero(name string) time.Duration {
+	raw := l.str(name)
+	if raw == "" || raw == "0" {
 		return 0
 	}
 	d, err := time.ParseDuration(raw)
 	if err != nil || d < 0 {
 		l.fail(name, "must be a duration like 30s, got %q", raw)
-		return def
+		return 0
 	}
 	return d
 }
 
-func (l *loader) durations(name, def string) []time.Duration {
+func (l *loader) durations(name string) []time.Duration {
 	var out []time.Duration
-	for _, part := range l.list(name, def) {
+	for _, part := range l.list(name) {
 		d, err := time.ParseDuration(part)
 		if err != nil || d <= 0 {
 			l.fail(name, "must be a comma-separated list of durations, got %q", part)
@@ -233,22 +228,19 @@ func (l *loader) durations(name, def string) []time.Duration {
 	return out
 }
 
-func (l *loader) positiveInt(name string, def int) int {
-	raw := l.str(name, "")
-	if raw == "" {
-		return def
-	}
+func (l *loader) positiveInt(name string) int {
+	raw := l.str(name)
 	n, err := strconv.Atoi(raw)
 	if err != nil || n <= 0 {
 		l.fail(name, "must be a positive integer, got %q", raw)
-		return def
+		return 0
 	}
 	return n
 }
 
-func (l *loader) list(name, def string) []string {
+func (l *loader) list(name string) []string {
 	var out []string
-	for _, p := range strings.Split(l.str(name, def), ",") {
+	for _, p := range strings.Split(l.str(name), ",") {
 		if p = strings.TrimSpace(p); p != "" {
 			out = append(out, p)
 		}
@@ -256,20 +248,20 @@ func (l *loader) list(name, def string) []string {
 	return out
 }
 
-func (l *loader) oneOf(name, def string, allowed ...string) string {
-	v := strings.ToLower(l.str(name, def))
+func (l *loader) oneOf(name string, allowed ...string) string {
+	v := strings.ToLower(l.str(name))
 	for _, a := range allowed {
 		if v == a {
 			return v
 		}
 	}
 	l.fail(name, "must be one of %s, got %q", strings.Join(allowed, ", "), v)
-	return def
+	return ""
 }
 
 // key decodes a base64 32-byte key; when optional and absent, a random one is made.
 func (l *loader) key(name string, optional bool) ([]byte, bool) {
-	raw := l.str(name, "")
+	raw := l.str(name)
 	if raw == "" {
 		if !optional {
 			l.fail(name, "is required when REDIS_URL is set (32 random bytes, base64; e.g. `openssl rand -base64 32`)")

@@ -26,7 +26,7 @@ func readsAPI(t *testing.T, proxyToken string) (*prefecttest.Server, http.Handle
 	log.SetOutput(io.Discard)
 	svc := proxy.New(fake.Client(), log)
 	svc.DefaultWorkPool = "default-agent-pool"
-	return fake, New(Deps{Config: config.Config{ProxyAPIToken: proxyToken}, Log: log, Proxy: svc})
+	return fake, specChecked(t, New(Deps{Config: config.Config{ProxyAPIToken: proxyToken}, Log: log, Proxy: svc}))
 }
 
 // serveReads sends one request to h and returns the status and the raw body.
@@ -295,7 +295,7 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 	log := logrus.New()
 	log.SetLevel(logrus.DebugLevel)
 	log.SetOutput(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(p) }))
-	api := New(Deps{Config: config.Config{ProxyAPIToken: "tok"}, Log: log, Proxy: proxy.New(fake.Client(), log)})
+	api := specChecked(t, New(Deps{Config: config.Config{ProxyAPIToken: "tok"}, Log: log, Proxy: proxy.New(fake.Client(), log)}))
 	fake.JSON("GET /block_types/slug/secret/block_documents/name/ok", 200, blockDoc("1", "ok", map[string]any{"value": secret}))
 	fake.JSON("GET /block_types/slug/secret/block_documents/name/bad", 422, map[string]any{
 		"exception_detail": []any{map[string]any{"input": secret}}, "request_body": map[string]any{"value": secret}})

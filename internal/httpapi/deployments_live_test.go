@@ -33,7 +33,7 @@ func TestLiveReads(t *testing.T) {
 	svc := proxy.New(prefect.New(prefect.Config{BaseURL: u, Timeout: 10 * time.Second}), log)
 	pool := testenv.Unique("pool")
 	svc.DefaultWorkPool = pool
-	api := New(Deps{Config: config.Config{ProxyAPIToken: "live-tok"}, Log: log, Proxy: svc})
+	api := specChecked(t, New(Deps{Config: config.Config{ProxyAPIToken: "live-tok"}, Log: log, Proxy: svc}))
 	auth := []string{"Authorization", "Bearer live-tok"}
 	get := func(path string) (int, string) { return serveReads(t, api, "GET", path, "", auth...) }
 	post := func(path, body string) (int, string) { return serveReads(t, api, "POST", path, body, auth...) }

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"io"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -35,8 +36,47 @@ func TestOpenAPIAndDocsAreServed(t *testing.T) {
 		t.Fatalf("openapi %q with %d paths", doc.OpenAPI, len(doc.Paths))
 	}
 	status, body = serveReads(t, api, "GET", "/docs", "")
-	if status != 200 || !strings.Contains(body, `spec-url="/openapi.json"`) {
+	if status != 200 || !strings.Contains(body, `src="/docs/assets/swagger-ui-bundle.js"`) {
 		t.Fatalf("/docs: %d %s", status, body)
+	}
+	// Nothing on the page comes from another origin.
+	if m := regexp.MustCompile(`(?i)(src|href)="(https?:)?//`).FindString(body); m != "" {
+		t.Errorf("/docs loads %s from another origin", m)
+	}
+}
+
+func TestDocsAssetsComeFromTheBinary(t *testing.T) {
+	t.Parallel()
+	_, api := readsAPI(t, "tok")
+	tests := []struct {
+		path        string
+		status      int
+		contentType string
+		contains    string
+	}{
+		{"/docs/assets/swagger-ui-bundle.js", 200, "text/javascript", "SwaggerUIBundle"},
+		{"/docs/assets/swagger-ui.css", 200, "text/css", ".swagger-ui"},
+		{"/docs/assets/docs-init.js", 200, "text/javascript", `url: "/openapi.json"`},
+		{"/docs/assets/favicon-32x32.png", 200, "image/png", "PNG"},
+		{"/docs/assets/index.html", 404, "application/json", "Not Found"},             // the distribution's own page is not served
+		{"/docs/assets/swagger-initializer.js", 404, "application/json", "Not Found"}, // it points at the petstore
+		{"/docs/assets/../openapi.json", 404, "application/json", "Not Found"},
+		{"/docs/assets/nope.js", 404, "application/json", "Not Found"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			t.Parallel()
+			req := httptest.NewRequest("GET", tc.path, nil)
+			rec := httptest.NewRecorder()
+			api.ServeHTTP(rec, req)
+			if rec.Code != tc.status || !strings.HasPrefix(rec.Header().Get("Content-Type"), tc.contentType) ||
+				!strings.Contains(rec.Body.String(), tc.contains) {
+				t.Fatalf("%d %q %.200s", rec.Code, rec.Header().Get("Content-Type"), rec.Body.String())
+			}
+			if tc.status == 200 && !strings.Contains(rec.Header().Get("Content-Security-Policy"), "default-src 'none'") {
+				t.Errorf("no Content-Security-Policy: %v", rec.Header())
+			}
+		})
 	}
 }
 

@@ -311,10 +311,10 @@ func flowRunsAPI(t *testing.T, w *prefectWorld) (*prefecttest.Server, http.Handl
 }
 
 // apiWithClient builds the api over an arbitrary Prefect client (timeouts).
-func apiWithClient(pc *prefect.Client) http.Handler {
+func apiWithClient(t *testing.T, pc *prefect.Client) http.Handler {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	return New(Deps{Log: log, Proxy: proxy.New(pc, log)})
+	return specChecked(t, New(Deps{Log: log, Proxy: proxy.New(pc, log)}))
 }
 
 func mustJSON(t *testing.T, s string) any {

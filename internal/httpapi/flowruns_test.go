@@ -297,7 +297,7 @@ func TestFlowRunErrors(t *testing.T) {
 					}
 					proxyTo(t, world, w, r)
 				})
-				h := apiWithClient(front.Client())
+				h := apiWithClient(t, front.Client())
 				code, body := serveReads(t, h, "GET", fmt.Sprintf(rt.path, s.r1.ID), "")
 				if code != 200 {
 					t.Fatalf("status %d: %s", code, body)
@@ -322,7 +322,7 @@ func TestPrefectTimeoutIs504(t *testing.T) {
 		}
 	})
 	u, _ := url.Parse(fake.URL + "/api")
-	h := apiWithClient(prefect.New(prefect.Config{BaseURL: u, Timeout: 50 * time.Millisecond,
+	h := apiWithClient(t, prefect.New(prefect.Config{BaseURL: u, Timeout: 50 * time.Millisecond,
 		Retry: prefect.RetryPolicy{Attempts: 2, Base: time.Millisecond, Max: time.Millisecond}}))
 	for _, path := range []string{
 		"/proxy/flow_runs/" + unknownID + "/poll",
@@ -446,7 +446,7 @@ func TestReadsAnswerWithinPrefectTimeout(t *testing.T) {
 					}
 					prefecttest.Write(w, 503, map[string]any{"exception_message": "Service Unavailable"})
 				})
-				check(t, apiWithClient(client(t, fake)), rd.method, rd.path, rd.body, 502, 503, 504)
+				check(t, apiWithClient(t, client(t, fake)), rd.method, rd.path, rd.body, 502, 503, 504)
 			})
 		}
 	})
@@ -466,7 +466,7 @@ func TestReadsAnswerWithinPrefectTimeout(t *testing.T) {
 			}
 			proxyTo(t, world, w, r)
 		})
-		h := apiWithClient(client(t, front))
+		h := apiWithClient(t, client(t, front))
 		for _, path := range []string{
 			"/proxy/flow_runs/" + s.r1.ID,
 			"/proxy/flow_runs/graph/" + s.r1.ID,

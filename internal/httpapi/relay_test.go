@@ -51,7 +51,7 @@ func newRelayRig(t *testing.T, mutate func(*config.Config)) *relayRig {
 	reg := prometheus.NewRegistry()
 	api := relay.NewAPI(cfg, rdb, log, reg)
 	return &relayRig{
-		h:    New(Deps{Config: cfg, Log: log, Relay: api, Metrics: NewMetrics(prometheus.NewRegistry())}),
+		h:    specChecked(t, New(Deps{Config: cfg, Log: log, Relay: api, Metrics: NewMetrics(prometheus.NewRegistry())})),
 		insp: asynq.NewInspectorFromRedisClient(rdb),
 		reg:  reg,
 		rdb:  rdb,

@@ -20,6 +20,7 @@ func addRoutes(r *gin.Engine, d Deps) {
 	}
 	r.GET("/openapi.json", openAPI())
 	r.GET("/docs", docsPage())
+	r.GET("/docs/assets/*file", docsAssets())
 
 	p := r.Group("/proxy", requireToken(d.Config.ProxyAPIToken))
 	p.GET("/prefect/version", h(prefectVersion(d.Proxy)))

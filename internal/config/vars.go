@@ -1,0 +1,108 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// Program names a binary, for the variables it reads.
+type Program uint8
+
+// The binaries.
+const (
+	API Program = 1 << iota
+	Worker
+	RelaySetup
+
+	all = API | Worker | RelaySetup
+)
+
+// Var is one environment variable: its name, its default as it would be
+// written in the environment ("" when unset means "none" or is computed, as
+// Note says), and what it means. Load reads exactly these names, and an
+// unset variable behaves as if set to Default (config_test.go holds Load to
+// both); --help prints them.
+type Var struct {
+	Name    string
+	Default string
+	// Note stands in the default column when Default is "" (a computed or
+	// conditional default).
+	Note  string
+	Usage string
+	For   Program
+}
+
+// Vars is the table of every variable, in the order --help lists them.
+func Vars() []Var {
+	return []Var{
+		{Name: "LISTEN_ADDR", Default: ":8085", Usage: "address the api serves HTTP on (host:port; an empty host means every interface)", For: API},
+		{Name: "WORKER_LISTEN_ADDR", Default: ":8086", Usage: "address of the worker's ops port (/livez, /readyz, /metrics)", For: Worker},
+		{Name: "PREFECT_API_URL", Default: "http://127.0.0.1:4200/api", Usage: "Prefect API root", For: all},
+		{Name: "PREFECT_API_TIMEOUT", Default: "30", Usage: "seconds per Prefect request (or a duration like 5s); a read route answers within it", For: all},
+		{Name: "PREFECT_API_AUTH_STRING", Note: "none", Usage: "Prefect basic auth, user:pass", For: all},
+		{Name: "PREFECT_API_KEY", Note: "none", Usage: "Prefect bearer key", For: all},
+		{Name: "REDIS_URL", Note: "embedded", Usage: "redis://, rediss:// or redis-sentinel:// URL of the job queue; unset: the api runs an in-memory Redis and an in-process worker (not durable); required by worker", For: API | Worker},
+		{Name: "JOB_WAIT_TIMEOUT", Default: "25s", Usage: "how long a synchronous write route waits for its job", For: API},
+		{Name: "JOB_RETENTION", Default: "24h", Usage: "how long job results and idempotency keys are kept", For: API | Worker},
+		{Name: "WORKER_CONCURRENCY", Default: "10", Usage: "parallel jobs per worker process", For: API | Worker},
+		{Name: "WORKER_POLL_INTERVAL", Note: "5ms; 50ms embedded", Usage: "how often an idle worker looks for jobs", For: API | Worker},
+		{Name: "JOB_MAX_ATTEMPTS", Default: "10", Usage: "attempts of a write job before it fails", For: API | Worker},
+		{Name: "JOB_ENCRYPTION_KEY", Note: "random if embedded", Usage: "32 random bytes, base64, sealing job payloads in Redis; required with REDIS_URL", For: API | Worker},
+		{Name: "PROXY_API_TOKEN", Note: "none", Usage: "if set, Authorization: Bearer <token> is required on /proxy, /jobs, /delete-a-block", For: API},
+		{Name: "ADMIN_TOKEN", Note: "none", Usage: "if set, guards /monitoring/ and /admin/relay (basic auth: any user, this as password); unset: they are off", For: API},
+		{Name: "PREFECT_NOTIFICATIONS_WEBHOOK_KEY", Note: "none", Usage: "the key Django checks; the relay sends it to Django. Unset: the relay is off (no ingress, deliveries or reconciler)", For: all},
+		{Name: "RELAY_INBOUND_KEY", Note: "PREFECT_NOTIFICATIONS_WEBHOOK_KEY", Usage: "the key Prefect must send to the relay in X-Notification-Key", For: all},
+		{Name: "DJANGO_WEBHOOK_URL", Default: "http://127.0.0.1:8002/webhooks/v1/notification/", Usage: "where the relay delivers notifications", For: API | Worker},
+		{Name: "RELAY_STATES", Default: "Pending,Running,Completed,Cancelled,Failed,Crashed,TimedOut", Usage: "flow-run states the relay forwards", For: all},
+		{Name: "RELAY_RECONCILE_INTERVAL", Default: "30s", Usage: "period of the relay's reconciler (0: off); unset, it runs only once relay-setup has recorded the switch in Redis", For: API | Worker},
+		{Name: "RELAY_RETRY_SCHEDULE", Default: "5s,30s,2m,10m,30m,1h", Usage: "delays between delivery attempts; the last repeats until 24h", For: API | Worker},
+		{Name: "PREFECT_DEFAULT_WORK_POOL", Default: "default-agent-pool", Usage: "work pool of new deployments", For: API | Worker},
+		{Name: "PREFECT_DEFAULT_WORK_QUEUE", Default: "ddp", Usage: "work queue of new deployments", For: API | Worker},
+		{Name: "FLOW_REPO_URL", Default: "https://github.com/DalgoT4D/prefect-proxy.git", Usage: "git repository in new deployments' pull steps", For: API | Worker},
+		{Name: "PREFECT_PROXY_GIT_BRANCH", Default: "main", Usage: "branch of FLOW_REPO_URL", For: API | Worker},
+		{Name: "DEPLOYMENT_ENTRYPOINT", Default: "proxy/prefect_flows_runner.py:deployment_schedule_flow_v5", Usage: "entrypoint of new deployments", For: API | Worker},
+		{Name: "LOG_LEVEL", Default: "info", Usage: "trace, debug, info, warn or error", For: API | Worker},
+		{Name: "LOG_FORMAT", Default: "json", Usage: "json or text", For: API | Worker},
+		{Name: "RELAY_PUBLIC_URL", Note: "none", Usage: "the relay's URL as Prefect reaches it (the -url default)", For: RelaySetup},
+	}
+}
+
+// PrintVars writes the variables p reads as an aligned table, for --help.
+func PrintVars(w io.Writer, p Program) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  VARIABLE\tDEFAULT\tMEANING")
+	for _, v := range Vars() {
+		if v.For&p == 0 {
+			continue
+		}
+		def := v.Default
+		if def == "" {
+			def = "(" + v.Note + ")"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Name, def, v.Usage)
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w, "\nVariables are read from the environment, then from ./.env; the environment wins.")
+}
+
+// defaultOf is the table's default of name; Load's reads go through it.
+func defaultOf(name string) string {
+	for _, v := range Vars() {
+		if v.Name == name {
+			return v.Default
+		}
+	}
+	panic("config: " + name + " is not in Vars()") // a programming error, caught by config_test.go
+}
+
+// withDefaults answers the table's default for a variable that is unset.
+func withDefaults(getenv func(string) string) func(string) string {
+	return func(k string) string {
+		if v := strings.TrimSpace(getenv(k)); v != "" {
+			return v
+		}
+		return defaultOf(k)
+	}
+}
