@@ -63,6 +63,13 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, st
 	}
 	rdb := redisOpt.MakeRedisClient().(redis.UniversalClient)
 	defer rdb.Close()
+	var repl *jobs.Replication
+	if !cfg.Embedded() {
+		if err := jobs.RefuseCluster(ctx, rdb); err != nil {
+			return err
+		}
+		repl = jobs.NewReplication(rdb, cfg.RedisWaitReplicas, cfg.RedisWaitTimeout)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -88,7 +95,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, st
 		defer w.Shutdown()
 	}
 	jc, err := jobs.NewClient(ctx, rdb, jobs.ClientConfig{Key: cfg.JobEncryptionKey, Ops: ops,
-		MaxAttempts: cfg.JobMaxAttempts, Retention: cfg.JobRetention, Log: log.WithField("component", "jobs")})
+		MaxAttempts: cfg.JobMaxAttempts, Retention: cfg.JobRetention, Replication: repl, Log: log.WithField("component", "jobs")})
 	if err != nil {
 		return fmt.Errorf("api: redis at REDIS_URL not reachable: %w", err)
 	}
@@ -100,6 +107,11 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, st
 		mon = m
 	}
 
+	relayAPI := relay.NewAPI(cfg, rdb, log.WithField("component", "relay"), reg)
+	if repl != nil {
+		// The ingress's 202 is an acknowledgement to Prefect: make it survive a failover.
+		relayAPI.Ingress.Queue = repl.Enqueuer(relayAPI.Ingress.Queue)
+	}
 	handler := httpapi.New(httpapi.Deps{
 		Config:     cfg,
 		Log:        log,
@@ -107,7 +119,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, st
 		Metrics:    httpapi.NewMetrics(reg),
 		Jobs:       jc,
 		Monitoring: mon,
-		Relay:      relay.NewAPI(cfg, rdb, log.WithField("component", "relay"), reg),
+		Relay:      relayAPI,
 		Ready: func(c *gin.Context) error {
 			ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 			defer cancel()
