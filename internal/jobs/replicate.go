@@ -9,6 +9,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 )
 
 // Replication makes an acknowledgement survive the loss of the Redis primary.
@@ -174,4 +176,29 @@ func RefuseCluster(ctx context.Context, rdb redis.UniversalClient) error {
 			"for failover use Redis Sentinel: redis-sentinel://host1:26379,host2:26379,host3:26379?master=<name>")
 	}
 	return nil
+}
+
+// FailoverGrace is how long a worker keeps retrying the Redis write that
+// records work already done (a job's answer, a delivered notification) while
+// the primary fails over: long enough for Sentinel to promote a replica
+// (seconds), short of asynq's 30 s task lease.
+const FailoverGrace = 20 * time.Second
+
+// Persist runs write until it succeeds, retrying with backoff for up to
+// FailoverGrace (or until ctx ends): work done outside Redis must not be done
+// again because its record hit a primary that was failing over. write must be
+// idempotent.
+func Persist(ctx context.Context, write func(context.Context) error) error {
+	deadline := time.Now().Add(FailoverGrace)
+	for attempt := 0; ; attempt++ {
+		err := write(ctx)
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(prefect.Backoff(50*time.Millisecond, time.Second, attempt)):
+		}
+	}
 }
