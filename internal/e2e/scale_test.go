@@ -631,3 +631,36 @@ func TestManyReplicasBehindLoadBalancer(t *testing.T) {
 		t.Logf("acknowledged-and-lost: writes %d, notifications %d; notifications resent with the same Webhook-Id: %d", lostW, lostN, dup)
 	})
 }
+
+// TestRedisClusterRefusedAtStart: Redis Cluster is not supported (asynq's
+// scripts need one keyspace); the api and the worker refuse it at start with
+// one line naming Sentinel, whether the URL says so or the server does.
+func TestRedisClusterRefusedAtStart(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("-short: starts redis-server")
+	}
+	cluster, err := testenv.StartRedis("--cluster-enabled", "yes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Stop)
+	cases := []struct{ name, url, want string }{
+		{"a cluster-mode server behind redis://", cluster.URL, "the server runs in Redis Cluster mode"},
+		{"a redis-cluster:// URL", "redis-cluster://" + cluster.Addr, "Redis Cluster is not supported"},
+	}
+	for _, tc := range cases {
+		for _, start := range []func(map[string]string) (*testenv.Proc, error){testenv.StartAPIProcess, testenv.StartWorkerProcess} {
+			env := map[string]string{"REDIS_URL": tc.url, "JOB_ENCRYPTION_KEY": testJobKey, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+			p, err := start(env)
+			if err == nil {
+				p.Stop(5 * time.Second)
+				t.Fatalf("%s: a process started on Redis Cluster", tc.name)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tc.want) || !strings.Contains(msg, "redis-sentinel://") {
+				t.Errorf("%s: want one line saying %q and naming Sentinel, got: %s", tc.name, tc.want, msg)
+			}
+		}
+	}
+}
