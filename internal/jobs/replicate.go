@@ -67,20 +67,28 @@ func (r *Replication) Confirm(ctx context.Context, witness string) error {
 		check, key = "0", replicationMarker
 	}
 	var role, mark *redis.Cmd
-	if _, err := conn.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, _ = conn.Pipelined(ctx, func(p redis.Pipeliner) error {
 		role = p.Do(ctx, "ROLE")
 		mark = p.Eval(ctx, confirmScript, []string{key, replicationMarker}, check)
 		return nil
-	}); err != nil {
+	})
+	if n, err := mark.Int(); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotReplicated, err)
-	}
-	if n, _ := mark.Int(); n != 1 {
+	} else if n != 1 {
 		return fmt.Errorf("%w: %s is gone (failover)", ErrNotReplicated, witness)
 	}
-	rv, _ := role.Slice()
-	connected, err := onlineReplicas(rv)
-	if err != nil {
+	rv, err := role.Slice()
+	var connected int
+	switch {
+	case err != nil && isServerReply(err):
+		// A Redis-compatible server without ROLE reports no replicas.
+		connected = 0
+	case err != nil:
 		return fmt.Errorf("%w: %w", ErrNotReplicated, err)
+	default:
+		if connected, err = onlineReplicas(rv); err != nil {
+			return fmt.Errorf("%w: %w", ErrNotReplicated, err)
+		}
 	}
 	need := min(r.replicas, connected)
 	if need == 0 {
@@ -104,6 +112,13 @@ func onlineReplicas(role []any) (int, error) {
 	}
 	reps, _ := role[2].([]any)
 	return len(reps), nil
+}
+
+// isServerReply is an error the server answered (unknown command, say), not
+// a connection fault.
+func isServerReply(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
 }
 
 func firstOr(v []any) any {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
@@ -163,5 +164,20 @@ func BenchmarkEnqueueConfirm(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestConfirmOnAServerWithoutROLE(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t) // no ROLE, no WAIT: nothing to wait for, the witness still counts
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	r := NewReplication(rdb, 1, time.Second)
+	_ = mr.Set("witness", "1")
+	if err := r.Confirm(context.Background(), "witness"); err != nil {
+		t.Fatalf("Confirm = %v", err)
+	}
+	if err := r.Confirm(context.Background(), "missing"); !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("Confirm of a missing witness = %v", err)
 	}
 }
