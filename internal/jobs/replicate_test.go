@@ -2,9 +2,11 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/testenv"
 )
 
@@ -179,5 +182,30 @@ func TestConfirmOnAServerWithoutROLE(t *testing.T) {
 	}
 	if err := r.Confirm(context.Background(), "missing"); !errors.Is(err, ErrNotReplicated) {
 		t.Fatalf("Confirm of a missing witness = %v", err)
+	}
+}
+
+func TestEnqueueUnconfirmedIsA503NamingTheJob(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, replica, rdb := primaryWithReplica(t, true)
+	op := echoOp("t:confirm", func(context.Context, json.RawMessage, string) (any, error) { return nil, nil })
+	c, err := NewClient(ctx, rdb, ClientConfig{Key: testKey(), Ops: []Op{op},
+		Replication: NewReplication(rdb, 1, 200*time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Enqueue(ctx, op, map[string]any{"a": 1}, EnqueueOptions{}); err != nil {
+		t.Fatalf("with the replica in sync: %v", err)
+	}
+	if err := replica.Proc().Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = replica.Proc().Signal(syscall.SIGCONT) }()
+	_, err = c.Enqueue(ctx, op, map[string]any{"a": 2}, EnqueueOptions{})
+	ae := apperr.From(err)
+	if err == nil || ae.Status() != http.StatusServiceUnavailable || ae.Extra["job_id"] == nil || !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("with the replica stopped: %v (%+v)", err, ae)
 	}
 }
