@@ -168,8 +168,11 @@ func (c *ConfirmedEnqueuer) EnqueueContext(ctx context.Context, task *asynq.Task
 	if info != nil {
 		queue, id = info.Queue, info.ID
 	}
+	// A duplicate's first copy may be done and deleted by now (tasks
+	// without retention are): it was confirmed by whoever queued it, and
+	// the marker covers what this process saw.
 	witness := ""
-	if id != "" {
+	if id != "" && err == nil {
 		witness = TaskKey(queue, id)
 	}
 	if cerr := c.r.Confirm(ctx, witness); cerr != nil {
