@@ -156,26 +156,12 @@ func (c *ConfirmedEnqueuer) EnqueueContext(ctx context.Context, task *asynq.Task
 	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 		return info, err
 	}
-	queue, id := "default", ""
-	for _, o := range opts {
-		switch o.Type() {
-		case asynq.QueueOpt:
-			queue, _ = o.Value().(string)
-		case asynq.TaskIDOpt:
-			id, _ = o.Value().(string)
-		}
-	}
-	if info != nil {
-		queue, id = info.Queue, info.ID
-	}
-	// A duplicate's first copy may be done and deleted by now (tasks
-	// without retention are): it was confirmed by whoever queued it, and
-	// the marker covers what this process saw.
-	witness := ""
-	if id != "" && err == nil {
-		witness = TaskKey(queue, id)
-	}
-	if cerr := c.r.Confirm(ctx, witness); cerr != nil {
+	// No witness: a task without retention (a relay delivery) may be done
+	// and deleted by the time it is confirmed. The marker written after the
+	// enqueue covers it, on the same primary unless this process stalled
+	// through a whole failover between the two (seconds); jobs, which are
+	// retained, are also checked for existence (Client.Enqueue).
+	if cerr := c.r.Confirm(ctx, ""); cerr != nil {
 		return nil, cerr
 	}
 	return info, err

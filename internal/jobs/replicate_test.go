@@ -104,7 +104,7 @@ func TestReplicationConfirm(t *testing.T) {
 	})
 }
 
-func TestConfirmedEnqueuerWitnessesTheTask(t *testing.T) {
+func TestConfirmedEnqueuer(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	_, _, rdb := primaryWithReplica(t, true)
@@ -113,8 +113,7 @@ func TestConfirmedEnqueuerWitnessesTheTask(t *testing.T) {
 	if _, err := q.EnqueueContext(ctx, task, asynq.Queue(QueueRelay), asynq.TaskID("abc")); err != nil {
 		t.Fatal(err)
 	}
-	// A duplicate id is still confirmed (the first copy is the witness), and
-	// reported as the conflict it is.
+	// A duplicate id is still confirmed, and reported as the conflict it is.
 	if _, err := q.EnqueueContext(ctx, task, asynq.Queue(QueueRelay), asynq.TaskID("abc")); !errors.Is(err, asynq.ErrTaskIDConflict) {
 		t.Fatalf("duplicate = %v", err)
 	}
