@@ -105,6 +105,12 @@ clean:
 # Read-path benchmarks (docs/BENCHMARKS.md). They print numbers and never fail
 # on time. BENCH_PREFECT_URL=http://127.0.0.1:4299/api adds the real-Prefect cases;
 # BENCH_API_BINARY=$PWD/bin/api (after make build) the cmd/api-in-its-own-process case.
+# Capacity numbers of docs/SCALING.md (real redis-server and binaries, fake Prefect).
+.PHONY: capacity
+capacity: deps
+	$(GO) test -run '^$$' -bench Capacity -benchtime 1x -v ./internal/e2e/
+	$(GO) test -run '^$$' -bench EnqueueConfirm -benchtime 3000x ./internal/jobs/
+
 .PHONY: bench
 bench:
 	$(GO) test -run '^$$' -bench 'Poll/upstream=fast-fake' -benchtime 4000x ./internal/bench/

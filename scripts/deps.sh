@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Install the system packages tests and `make run` need, when missing:
-# redis-server (real Redis for end-to-end tests), python3 with venv (for the
-# Prefect server's virtualenv); with --test also chromium (a test renders
-# /docs in it with the network cut off). Debian/Ubuntu, as root or with sudo.
+# redis-server (real Redis for end-to-end tests; its --sentinel mode runs the
+# Sentinels of the failover test), haproxy (the load balancer of the
+# many-replicas test), python3 with venv (for the Prefect server's
+# virtualenv); with --test also chromium (a test renders /docs in it with the
+# network cut off). Debian/Ubuntu, as root or with sudo.
 set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# Debian installs haproxy in /usr/sbin, which a non-root PATH may lack.
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 if ! command -v python3 >/dev/null 2>&1; then
   need+=(python3 python3-venv python3-pip)
 elif ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then

@@ -96,6 +96,13 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 	}
 	rdb := redisOpt.MakeRedisClient().(redis.UniversalClient)
 	defer rdb.Close()
+	var repl *jobs.Replication
+	if !cfg.Embedded() {
+		if err := jobs.RefuseCluster(ctx, rdb); err != nil {
+			return err
+		}
+		repl = jobs.NewReplication(rdb, cfg.RedisWaitReplicas, cfg.RedisWaitTimeout)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -121,7 +128,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 		defer w.Shutdown()
 	}
 	jc, err := jobs.NewClient(ctx, rdb, jobs.ClientConfig{Key: cfg.JobEncryptionKey, Ops: ops,
-		MaxAttempts: cfg.JobMaxAttempts, Retention: cfg.JobRetention, Log: log.WithField("component", "jobs")})
+		MaxAttempts: cfg.JobMaxAttempts, Retention: cfg.JobRetention, Replication: repl, Log: log.WithField("component", "jobs")})
 	if err != nil {
 		return fmt.Errorf("api: redis at REDIS_URL not reachable: %w", err)
 	}
@@ -133,6 +140,11 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 		mon = m
 	}
 
+	relayAPI := relay.NewAPI(cfg, rdb, log.WithField("component", "relay"), reg)
+	if repl != nil {
+		// The ingress's 202 is an acknowledgement to Prefect: make it survive a failover.
+		relayAPI.Ingress.Queue = repl.Enqueuer(relayAPI.Ingress.Queue)
+	}
 	handler := httpapi.New(httpapi.Deps{
 		Config:     cfg,
 		Log:        log,
@@ -140,7 +152,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 		Metrics:    httpapi.NewMetrics(reg),
 		Jobs:       jc,
 		Monitoring: mon,
-		Relay:      relay.NewAPI(cfg, rdb, log.WithField("component", "relay"), reg),
+		Relay:      relayAPI,
 		Ready: func(c *gin.Context) error {
 			ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 			defer cancel()

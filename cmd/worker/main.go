@@ -95,6 +95,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := w.Ready(ctx); err != nil {
 		return fmt.Errorf("worker: redis at REDIS_URL not reachable: %w", err)
 	}
+	if err := w.RefuseCluster(ctx); err != nil {
+		return err
+	}
 	if err := w.Start(); err != nil {
 		return err
 	}

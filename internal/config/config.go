@@ -26,6 +26,12 @@ type Config struct {
 	PrefectAPIKey     string // bearer key
 
 	RedisURL string // empty: embedded miniredis + in-process worker
+	// RedisWaitReplicas is how many replicas must have a write (Redis WAIT)
+	// before the api acknowledges it (202, 200): at most as many as are
+	// connected to the primary, none without replicas; 0 turns it off.
+	RedisWaitReplicas int
+	// RedisWaitTimeout bounds that wait; past it the api answers 503.
+	RedisWaitTimeout time.Duration
 
 	JobWaitTimeout    time.Duration
 	JobRetention      time.Duration
@@ -98,6 +104,8 @@ func Load(getenv func(string) string) (Config, error) {
 		PrefectAuthString:      l.str("PREFECT_API_AUTH_STRING"),
 		PrefectAPIKey:          l.str("PREFECT_API_KEY"),
 		RedisURL:               l.str("REDIS_URL"),
+		RedisWaitReplicas:      l.nonNegativeInt("REDIS_WAIT_REPLICAS"),
+		RedisWaitTimeout:       l.duration("REDIS_WAIT_TIMEOUT"),
 		JobWaitTimeout:         l.duration("JOB_WAIT_TIMEOUT"),
 		JobRetention:           l.duration("JOB_RETENTION"),
 		WorkerConcurrency:      l.positiveInt("WORKER_CONCURRENCY"),
@@ -172,6 +180,11 @@ func (l *loader) url(name string) *url.URL {
 
 func (l *loader) redisURL(name, raw string) {
 	u, err := url.Parse(raw)
+	if err == nil && (u.Scheme == "redis-cluster" || u.Scheme == "rediss-cluster") {
+		l.fail(name, "Redis Cluster is not supported; for failover use Redis Sentinel: "+
+			"redis-sentinel://host1:26379,host2:26379,host3:26379?master=<name>")
+		return
+	}
 	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "redis-sentinel") {
 		l.fail(name, "must be a redis://, rediss:// or redis-sentinel:// URL")
 	}
@@ -233,6 +246,16 @@ func (l *loader) positiveInt(name string) int {
 	n, err := strconv.Atoi(raw)
 	if err != nil || n <= 0 {
 		l.fail(name, "must be a positive integer, got %q", raw)
+		return 0
+	}
+	return n
+}
+
+func (l *loader) nonNegativeInt(name string) int {
+	raw := l.str(name)
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < 0 {
+		l.fail(name, "must be a non-negative integer, got %q", raw)
 		return 0
 	}
 	return n

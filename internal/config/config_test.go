@@ -28,6 +28,8 @@ func TestDefaults(t *testing.T) {
 		{"PrefectURL", c.PrefectURL.String(), "http://127.0.0.1:4200/api"},
 		{"PrefectTimeout", c.PrefectTimeout, 30 * time.Second},
 		{"JobWaitTimeout", c.JobWaitTimeout, 25 * time.Second},
+		{"RedisWaitReplicas", c.RedisWaitReplicas, 1},
+		{"RedisWaitTimeout", c.RedisWaitTimeout, time.Second},
 		{"JobRetention", c.JobRetention, 24 * time.Hour},
 		{"WorkerConcurrency", c.WorkerConcurrency, 10},
 		{"JobMaxAttempts", c.JobMaxAttempts, 10},
@@ -119,9 +121,11 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		"JOB_WAIT_TIMEOUT":    {"JOB_WAIT_TIMEOUT": "soon"},
 		"RELAY_RETRY_SCHEDULE": {
 			"RELAY_RETRY_SCHEDULE": "5s,never"},
-		"REDIS_URL":          {"REDIS_URL": "http://x", "JOB_ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(make([]byte, 32))},
-		"JOB_ENCRYPTION_KEY": {"REDIS_URL": "redis://x:6379"},
-		"LOG_LEVEL":          {"LOG_LEVEL": "loud"},
+		"REDIS_URL":           {"REDIS_URL": "http://x", "JOB_ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(make([]byte, 32))},
+		"JOB_ENCRYPTION_KEY":  {"REDIS_URL": "redis://x:6379"},
+		"LOG_LEVEL":           {"LOG_LEVEL": "loud"},
+		"REDIS_WAIT_REPLICAS": {"REDIS_WAIT_REPLICAS": "-1"},
+		"REDIS_WAIT_TIMEOUT":  {"REDIS_WAIT_TIMEOUT": "0"},
 	}
 	for name, e := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -138,6 +142,17 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 	_, err := Load(env(map[string]string{"REDIS_URL": "redis://x:6379", "JOB_ENCRYPTION_KEY": base64.StdEncoding.EncodeToString([]byte("short"))}))
 	if err == nil || !strings.Contains(err.Error(), "32 bytes") {
 		t.Errorf("short key: %v", err)
+	}
+}
+
+func TestRedisClusterRefusedNamingSentinel(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{"redis-cluster://10.0.0.1:7000,10.0.0.2:7000", "rediss-cluster://10.0.0.1:7000"} {
+		_, err := Load(env(map[string]string{"REDIS_URL": u, "JOB_ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(make([]byte, 32))}))
+		if err == nil || !strings.Contains(err.Error(), "REDIS_URL") || !strings.Contains(err.Error(), "Redis Cluster is not supported") ||
+			!strings.Contains(err.Error(), "redis-sentinel://") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: want one line refusing Cluster and naming Sentinel, got %v", u, err)
+		}
 	}
 }
 

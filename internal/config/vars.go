@@ -44,6 +44,8 @@ func Vars() []Var {
 		{Name: "PREFECT_API_AUTH_STRING", Note: "none", Usage: "Prefect basic auth, user:pass", For: all},
 		{Name: "PREFECT_API_KEY", Note: "none", Usage: "Prefect bearer key", For: all},
 		{Name: "REDIS_URL", Note: "embedded", Usage: "redis://, rediss:// or redis-sentinel:// URL of the job queue; unset: the api runs an in-memory Redis and an in-process worker (not durable); required by worker", For: API | Worker},
+		{Name: "REDIS_WAIT_REPLICAS", Default: "1", Usage: "replicas that must hold a queued job or notification before the api acknowledges it (Redis WAIT; at most those connected; 0: off)", For: API | Worker},
+		{Name: "REDIS_WAIT_TIMEOUT", Default: "1s", Usage: "how long the api waits for those replicas; past it the answer is 503", For: API | Worker},
 		{Name: "JOB_WAIT_TIMEOUT", Default: "25s", Usage: "how long a synchronous write route waits for its job", For: API},
 		{Name: "JOB_RETENTION", Default: "24h", Usage: "how long job results and idempotency keys are kept", For: API | Worker},
 		{Name: "WORKER_CONCURRENCY", Default: "10", Usage: "parallel jobs per worker process", For: API | Worker},

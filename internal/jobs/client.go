@@ -41,7 +41,10 @@ type ClientConfig struct {
 	// PollInterval is the fallback re-check while waiting, in case a wake-up
 	// is lost (pub/sub is fire-and-forget). Default 1 s.
 	PollInterval time.Duration
-	Log          logrus.FieldLogger
+	// Replication, if set, confirms every enqueued job on Redis replicas
+	// before Enqueue returns (REDIS_WAIT_REPLICAS); nil: no confirmation.
+	Replication *Replication
+	Log         logrus.FieldLogger
 }
 
 // Client enqueues jobs and reads their state. One per api process.
@@ -166,7 +169,7 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 	for try := 0; ; try++ {
 		_, err = c.aq.EnqueueContext(ctx, task)
 		if err == nil {
-			return Enqueued{ID: id, Queue: op.Queue}, nil
+			return c.confirm(ctx, Enqueued{ID: id, Queue: op.Queue})
 		}
 		if !errors.Is(err, asynq.ErrTaskIDConflict) || opts.IdempotencyKey == "" {
 			return Enqueued{}, apperr.Wrap(apperr.Unavailable, err, "the job queue (Redis) is unavailable")
@@ -195,8 +198,22 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 			return Enqueued{}, apperr.Validation(apperr.Field("idempotency_key_reused",
 				"Idempotency-Key was already used for a different request", "header", "Idempotency-Key"))
 		}
-		return Enqueued{ID: id, Queue: op.Queue, Existing: true}, nil
+		return c.confirm(ctx, Enqueued{ID: id, Queue: op.Queue, Existing: true})
 	}
+}
+
+// confirm makes sure the job survives a failover of the Redis primary before
+// it is acknowledged: unconfirmed, the client gets a 503 naming the job,
+// which may or may not run.
+func (c *Client) confirm(ctx context.Context, e Enqueued) (Enqueued, error) {
+	if err := c.cfg.Replication.Confirm(ctx, TaskKey(e.Queue, e.ID)); err != nil {
+		c.cfg.Log.WithError(err).WithField("job_id", e.ID).Warn("jobs: enqueued job not confirmed on a Redis replica; answering 503")
+		return Enqueued{}, &apperr.Error{Code: apperr.Unavailable, Err: err,
+			Message: "the job queue (Redis) could not confirm the job on a replica (failover in progress?); " +
+				"it may or may not run: check /jobs/" + e.ID + " or retry with the same Idempotency-Key",
+			Extra: map[string]any{"job_id": e.ID}}
+	}
+	return e, nil
 }
 
 // deleteExpired deletes the expired job holding id. It re-reads the job

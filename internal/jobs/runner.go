@@ -154,7 +154,13 @@ func (r *Runner) answer(err error) *apperr.Error {
 func (r *Runner) finish(ctx context.Context, t *asynq.Task, id string, o outcome) {
 	o.At = time.Now().UTC()
 	plain, _ := json.Marshal(o)
-	if _, err := t.ResultWriter().Write(r.sealer.Seal(plain, resultAAD(id))); err != nil {
+	sealed := r.sealer.Seal(plain, resultAAD(id))
+	// Through a failover of the Redis primary: the work is done in Prefect,
+	// and a lost answer would make the job run again.
+	if err := Persist(ctx, func(context.Context) error {
+		_, err := t.ResultWriter().Write(sealed)
+		return err
+	}); err != nil {
 		r.cfg.Log.WithError(err).WithField("job_id", id).Warn("cannot write job result")
 	}
 	if o.Final && r.cfg.Redis != nil {

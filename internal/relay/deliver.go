@@ -17,6 +17,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/sirupsen/logrus"
 
+	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 )
 
@@ -222,9 +223,11 @@ func (h *Handler) Process(ctx context.Context, n Notification, owner string, las
 	err := h.Django.Send(ctx, webhookID, n)
 	// Release with a fresh context: the task's may be done, and a held lock
 	// would stall the run's next delivery for a whole lease.
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	// Retried through a failover of the Redis primary: a delivery whose
+	// record is lost would be sent again.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), jobs.FailoverGrace+5*time.Second)
 	defer cancel()
-	if ferr := h.Store.Finish(fctx, n, owner, err == nil); ferr != nil {
+	if ferr := jobs.Persist(fctx, func(c context.Context) error { return h.Store.Finish(c, n, owner, err == nil) }); ferr != nil {
 		log.WithError(ferr).Warn("relay: cannot record the delivery in Redis")
 	}
 	h.Metrics.observeSend(time.Since(start))

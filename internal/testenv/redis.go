@@ -20,9 +20,10 @@ type RedisServer struct {
 }
 
 // StartRedis starts redis-server (the Debian package; `make deps` installs
-// it) on a free loopback port with persistence off. Stop it with Stop. Tests
-// should prefer Redis(tb), which stops it for them.
-func StartRedis() (*RedisServer, error) {
+// it) on a free loopback port with persistence off; extra are more
+// command-line options (`--replicaof host port`, `--cluster-enabled yes`).
+// Stop it with Stop. Tests should prefer Redis(tb), which stops it for them.
+func StartRedis(extra ...string) (*RedisServer, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, errorf("redis-server not found on PATH (install it: apt-get install -y redis-server, or run `make deps`)")
@@ -40,11 +41,11 @@ func StartRedis() (*RedisServer, error) {
 		p, err := startProc(procOpts{
 			name: "redis",
 			path: bin,
-			args: []string{
+			args: append([]string{
 				"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 				"--save", "", "--appendonly", "no", "--dir", dir,
 				"--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
-			},
+			}, extra...),
 			env: baseEnv(),
 			dir: dir,
 		})

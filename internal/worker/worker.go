@@ -142,6 +142,11 @@ func (w *Worker) Ready(ctx context.Context) error {
 	return w.rdb.Ping(ctx).Err()
 }
 
+// RefuseCluster fails when Redis runs in Cluster mode (unsupported).
+func (w *Worker) RefuseCluster(ctx context.Context) error {
+	return jobs.RefuseCluster(ctx, w.rdb)
+}
+
 // OpsHandler serves /livez, /readyz and /metrics for the worker process.
 func (w *Worker) OpsHandler() http.Handler {
 	m := http.NewServeMux()
