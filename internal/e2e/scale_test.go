@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,6 +52,7 @@ var loadClient = &http.Client{Timeout: 40 * time.Second}
 
 // outcome is one request of the load.
 type outcome struct {
+	base   string // the api (or balancer) it went to
 	kind   string // "sync", "async", "notify"
 	marker string // the write's parameter / the notification's flow run id
 	start  time.Time
@@ -103,9 +105,11 @@ func (l *load) run(bases []string, depID, inboundKey string, writers, notifiers 
 				if (i+w)%2 == 1 {
 					kind, hdr = "async", "respond-async"
 				}
-				marker := uuid.NewString()
-				l.record(do(kind, marker, "POST", next()+"/proxy/deployments/"+depID+"/flow_run",
-					map[string]any{"req": marker}, "Prefer", hdr))
+				marker, base := uuid.NewString(), next()
+				o := do(kind, marker, "POST", base+"/proxy/deployments/"+depID+"/flow_run",
+					map[string]any{"req": marker}, "Prefer", hdr)
+				o.base = base
+				l.record(o)
 				time.Sleep(pause)
 			}
 		}(w)
@@ -120,12 +124,14 @@ func (l *load) run(bases []string, depID, inboundKey string, writers, notifiers 
 					return
 				default:
 				}
-				run := uuid.NewString()
-				l.record(do("notify", run, "POST", next()+"/webhooks/v1/notification/", map[string]any{
+				run, base := uuid.NewString(), next()
+				o := do("notify", run, "POST", base+"/webhooks/v1/notification/", map[string]any{
 					"flow_run_id": run, "flow_run_name": "load-" + run[:8], "state_name": "Completed",
 					"state_type": "COMPLETED", "state_timestamp": time.Now().UTC().Format(time.RFC3339Nano),
 					"event_id": uuid.NewString(),
-				}, "X-Notification-Key", inboundKey))
+				}, "X-Notification-Key", inboundKey)
+				o.base = base
+				l.record(o)
 				time.Sleep(pause)
 			}
 		}()
@@ -356,17 +362,17 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 	ss := testenv.Sentinel(t)
 	inKey := testenv.Unique("inbound")
 	env := scaleEnv(p, dj, ss.URL, inKey)
-	var apis, procs []*testenv.Proc
+	var apis, workers, procs []*testenv.Proc
 	var bases []string
 	for i := 0; i < 2; i++ {
 		a := testenv.StartAPI(t, env)
 		apis = append(apis, a)
 		bases = append(bases, a.URL)
 	}
-	procs = append(procs, apis...)
 	for i := 0; i < 2; i++ {
-		procs = append(procs, testenv.StartWorker(t, env))
+		workers = append(workers, testenv.StartWorker(t, env))
 	}
+	procs = append(append(procs, apis...), workers...)
 	dep := p.CreateDeployment(t, testenv.DeploymentSpec{})
 	old, err := ss.MasterAddr()
 	if err != nil {
@@ -384,10 +390,33 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	promoted := time.Now()
+	doneAtSwitch := make([]float64, len(workers))
+	for i, w := range workers {
+		doneAtSwitch[i] = workDone(t, w)
+	}
 	// Keep the load on until the processes have shown they write to the
 	// new primary for a while.
 	time.Sleep(6 * time.Second)
 	stop()
+	// Every process serves from the new primary, without a restart: each
+	// api acknowledged requests sent after the promotion, and each worker
+	// finished jobs or deliveries after it.
+	for _, base := range bases {
+		n := 0
+		for _, o := range l.outcomes() {
+			if o.base == base && o.start.After(promoted) && o.acked() {
+				n++
+			}
+		}
+		if n == 0 {
+			t.Errorf("api %s acknowledged nothing after the failover", base)
+		}
+	}
+	for i, w := range workers {
+		if d := workDone(t, w) - doneAtSwitch[i]; d <= 0 {
+			t.Errorf("%s finished no work after the failover", w)
+		}
+	}
 
 	outs := l.outcomes()
 	counts := verdict(t, outs)
@@ -426,6 +455,23 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 	t.Logf("requests: %d (%s); not acknowledged during the switch: %d; slowest answer %s; acknowledged after the switch: %d",
 		len(outs), summary(counts), failedDuring, slowest.Round(time.Millisecond), ackedAfter)
 	t.Logf("acknowledged-and-lost: writes %d, notifications %d", lostW, lostN)
+}
+
+// workDone reads a worker's /metrics: write jobs finished plus
+// notifications delivered so far.
+func workDone(t *testing.T, w *testenv.Proc) float64 {
+	t.Helper()
+	r := send(t, "GET", w.URL+"/metrics", nil).expect(t, 200)
+	total := 0.0
+	for _, line := range strings.Split(string(r.Body), "\n") {
+		if (strings.HasPrefix(line, "proxy_jobs_processed_total{") && strings.Contains(line, `outcome="succeeded"`)) ||
+			(strings.HasPrefix(line, "relay_deliveries_total{") && strings.Contains(line, `result="delivered"`)) {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			total += v
+		}
+	}
+	return total
 }
 
 // scanRecorder stands between one worker and Prefect and records when that
