@@ -118,7 +118,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, st
 			return nil
 		},
 	})
-	return httpapi.Serve(ctx, cfg.ListenAddr, handler, func(a net.Addr) {
+	return httpapi.Serve(ctx, cfg.ListenAddr, handler, httpapi.LimitsFor(cfg), func(a net.Addr) {
 		fmt.Fprintf(stdout, "api listening on http://%s (Prefect %s)\n", a, cfg.PrefectURL)
 		log.WithField("addr", a.String()).Info("api listening")
 	})

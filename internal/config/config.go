@@ -27,7 +27,10 @@ type Config struct {
 
 	RedisURL string // empty: embedded miniredis + in-process worker
 
-	JobWaitTimeout    time.Duration
+	JobWaitTimeout time.Duration
+	// HTTPIdleTimeout closes a keep-alive connection (api and worker ops
+	// port) that sends no new request for this long.
+	HTTPIdleTimeout   time.Duration
 	JobRetention      time.Duration
 	WorkerConcurrency int
 	// WorkerPollInterval is how often an idle worker asks Redis for jobs: the
@@ -99,6 +102,7 @@ func Load(getenv func(string) string) (Config, error) {
 		RedisURL:           l.str("REDIS_URL", ""),
 		JobWaitTimeout:     l.duration("JOB_WAIT_TIMEOUT", 25*time.Second),
 		JobRetention:       l.duration("JOB_RETENTION", 24*time.Hour),
+		HTTPIdleTimeout:    l.duration("HTTP_IDLE_TIMEOUT", 90*time.Second),
 		WorkerConcurrency:  l.positiveInt("WORKER_CONCURRENCY", 10),
 		JobMaxAttempts:     l.positiveInt("JOB_MAX_ATTEMPTS", 10),
 		WorkerPollInterval: l.durationOrZero("WORKER_POLL_INTERVAL", 0),
