@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -29,20 +30,32 @@ func TestWorkerKilledWithinSyncWait(t *testing.T) {
 	dep := p.CreateDeployment(t, testenv.DeploymentSpec{})
 
 	// Each worker reaches Prefect through its own front. The first
-	// create_flow_run call goes through to Prefect, but its answer is held
-	// (until the test ends) and the front says whose call it was.
+	// create_flow_run call that creates the run goes through to Prefect, but
+	// its answer is held (until the test ends) and the front says whose call
+	// it was.
 	target, _ := url.Parse(strings.TrimSuffix(p.URL, "/api"))
 	rp := httputil.NewSingleHostReverseProxy(target)
-	var calls atomic.Int32
+	var held atomic.Bool
 	reached := make(chan int, 1)
 	release := make(chan struct{})
 	front := func(worker int) *httptest.Server {
 		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !strings.HasSuffix(r.URL.Path, "/create_flow_run") || calls.Add(1) > 1 {
+			if !strings.HasSuffix(r.URL.Path, "/create_flow_run") || held.Load() {
 				rp.ServeHTTP(w, r)
 				return
 			}
-			rp.ServeHTTP(httptest.NewRecorder(), r) // Prefect creates the run; the worker never hears of it
+			rec := httptest.NewRecorder()
+			rp.ServeHTTP(rec, r)
+			if rec.Code/100 != 2 || !held.CompareAndSwap(false, true) {
+				// Not created (a busy Prefect's 503): the worker retries as usual.
+				for k, v := range rec.Header() {
+					w.Header()[k] = v
+				}
+				w.WriteHeader(rec.Code)
+				_, _ = w.Write(rec.Body.Bytes())
+				return
+			}
+			// Prefect created the run; the worker never hears of it.
 			reached <- worker
 			<-release
 		}))
@@ -89,7 +102,7 @@ func TestWorkerKilledWithinSyncWait(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("no worker called create_flow_run")
 	}
-	if n := len(flowRunsOf(t, p, dep.ID)); n != 1 {
+	if n := len(runsOfDeployment(t, p, dep.ID)); n != 1 {
 		t.Fatalf("%d flow runs before the kill, want 1", n)
 	}
 	workers[killed].Kill() // SIGKILL: no graceful shutdown, the job stays "active"
@@ -108,7 +121,7 @@ func TestWorkerKilledWithinSyncWait(t *testing.T) {
 		t.Fatalf("synchronous write after the kill: %d %s (after %s); want 200 within JOB_WAIT_TIMEOUT",
 			r.Status, r.Body, r.Elapsed)
 	}
-	runs := flowRunsOf(t, p, dep.ID)
+	runs := runsOfDeployment(t, p, dep.ID)
 	if len(runs) != 1 {
 		t.Fatalf("%d flow runs in Prefect, want exactly 1", len(runs))
 	}
@@ -125,4 +138,30 @@ func TestWorkerKilledWithinSyncWait(t *testing.T) {
 		t.Errorf("the surviving worker's metrics do not count the re-queued job")
 	}
 	t.Logf("answered %d after %s", r.Status, r.Elapsed.Round(100*time.Millisecond))
+}
+
+// runsOfDeployment lists a deployment's flow runs, retrying a read that a
+// Prefect keep-alive close cut off (uvicorn drops idle connections after
+// 5 s; the client may reuse one just then, and a POST is not retried for it).
+func runsOfDeployment(t *testing.T, p *testenv.PrefectServer, depID string) []string {
+	t.Helper()
+	var runs []struct{ ID string }
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err = p.Call(ctx, "POST", "/flow_runs/filter", map[string]any{
+			"flow_runs": map[string]any{"deployment_id": map[string]any{"any_": []string{depID}}}}, &runs)
+		cancel()
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("list flow runs: %v", err)
+	}
+	ids := make([]string, len(runs))
+	for i, r := range runs {
+		ids[i] = r.ID
+	}
+	return ids
 }
