@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -141,7 +142,11 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	workerKeys, err := rdb.ZRange(ctx, asynqAllWorkers, 0, -1).Result()
+	// Members are scored with their expiry by the writer's clock; ones
+	// expired for over a minute (more than any clock skew) are keys Redis
+	// has long dropped. asynq prunes them only when asked for its servers.
+	workerKeys, err := rdb.ZRangeByScore(ctx, asynqAllWorkers, &redis.ZRangeBy{
+		Min: strconv.FormatInt(s.cfg.Now().Add(-time.Minute).Unix(), 10), Max: "+inf"}).Result()
 	if err != nil {
 		return 0, err
 	}
