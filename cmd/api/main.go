@@ -162,7 +162,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 			return nil
 		},
 	})
-	return httpapi.Serve(ctx, cfg.ListenAddr, handler, func(a net.Addr) {
+	return httpapi.Serve(ctx, cfg.ListenAddr, handler, httpapi.LimitsFor(cfg), func(a net.Addr) {
 		fmt.Fprintf(stdout, "api listening on http://%s (Prefect %s)\n", a, cfg.PrefectURL)
 		log.WithField("addr", a.String()).Info("api listening")
 	})

@@ -106,7 +106,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		w.Shutdown()
 		log.Info("worker stopped")
 	}()
-	return httpapi.Serve(ctx, cfg.WorkerListenAddr, w.OpsHandler(), func(a net.Addr) {
+	return httpapi.Serve(ctx, cfg.WorkerListenAddr, w.OpsHandler(), httpapi.LimitsFor(cfg), func(a net.Addr) {
 		fmt.Fprintf(stdout, "worker ops listening on http://%s\n", a)
 		log.WithField("addr", a.String()).Info("worker started")
 	})

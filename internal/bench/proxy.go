@@ -59,7 +59,9 @@ func StartProxy(prefectAPI string, logOut io.Writer) (*Proxy, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan net.Addr, 1)
 	p := &Proxy{stop: cancel, done: make(chan error, 1)}
-	go func() { p.done <- httpapi.Serve(ctx, cfg.ListenAddr, handler, func(a net.Addr) { addr <- a }) }()
+	go func() {
+		p.done <- httpapi.Serve(ctx, cfg.ListenAddr, handler, httpapi.LimitsFor(cfg), func(a net.Addr) { addr <- a })
+	}()
 	select {
 	case a := <-addr:
 		p.URL = "http://" + a.String()

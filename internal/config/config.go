@@ -33,7 +33,10 @@ type Config struct {
 	// RedisWaitTimeout bounds that wait; past it the api answers 503.
 	RedisWaitTimeout time.Duration
 
-	JobWaitTimeout    time.Duration
+	JobWaitTimeout time.Duration
+	// HTTPIdleTimeout closes a keep-alive connection (api and worker ops
+	// port) that sends no new request for this long.
+	HTTPIdleTimeout   time.Duration
 	JobRetention      time.Duration
 	WorkerConcurrency int
 	// WorkerPollInterval is how often an idle worker asks Redis for jobs: the
@@ -107,6 +110,7 @@ func Load(getenv func(string) string) (Config, error) {
 		RedisWaitReplicas:      l.nonNegativeInt("REDIS_WAIT_REPLICAS"),
 		RedisWaitTimeout:       l.duration("REDIS_WAIT_TIMEOUT"),
 		JobWaitTimeout:         l.duration("JOB_WAIT_TIMEOUT"),
+		HTTPIdleTimeout:        l.duration("HTTP_IDLE_TIMEOUT"),
 		JobRetention:           l.duration("JOB_RETENTION"),
 		WorkerConcurrency:      l.positiveInt("WORKER_CONCURRENCY"),
 		JobMaxAttempts:         l.positiveInt("JOB_MAX_ATTEMPTS"),

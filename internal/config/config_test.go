@@ -31,6 +31,7 @@ func TestDefaults(t *testing.T) {
 		{"RedisWaitReplicas", c.RedisWaitReplicas, 1},
 		{"RedisWaitTimeout", c.RedisWaitTimeout, time.Second},
 		{"JobRetention", c.JobRetention, 24 * time.Hour},
+		{"HTTPIdleTimeout", c.HTTPIdleTimeout, 90 * time.Second},
 		{"WorkerConcurrency", c.WorkerConcurrency, 10},
 		{"JobMaxAttempts", c.JobMaxAttempts, 10},
 		{"DefaultWorkPool", c.DefaultWorkPool, "default-agent-pool"},
@@ -119,6 +120,7 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		"PREFECT_API_TIMEOUT": {"PREFECT_API_TIMEOUT": "-3"},
 		"WORKER_CONCURRENCY":  {"WORKER_CONCURRENCY": "zero"},
 		"JOB_WAIT_TIMEOUT":    {"JOB_WAIT_TIMEOUT": "soon"},
+		"HTTP_IDLE_TIMEOUT":   {"HTTP_IDLE_TIMEOUT": "0"},
 		"RELAY_RETRY_SCHEDULE": {
 			"RELAY_RETRY_SCHEDULE": "5s,never"},
 		"REDIS_URL":           {"REDIS_URL": "http://x", "JOB_ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(make([]byte, 32))},

@@ -47,6 +47,7 @@ func Vars() []Var {
 		{Name: "REDIS_WAIT_REPLICAS", Default: "1", Usage: "replicas that must hold a queued job or notification before the api acknowledges it (Redis WAIT; at most those connected; 0: off)", For: API | Worker},
 		{Name: "REDIS_WAIT_TIMEOUT", Default: "1s", Usage: "how long the api waits for those replicas; past it the answer is 503", For: API | Worker},
 		{Name: "JOB_WAIT_TIMEOUT", Default: "25s", Usage: "how long a synchronous write route waits for its job", For: API},
+		{Name: "HTTP_IDLE_TIMEOUT", Default: "90s", Usage: "closes a keep-alive connection (api and worker ops port) idle this long", For: API | Worker},
 		{Name: "JOB_RETENTION", Default: "24h", Usage: "how long job results and idempotency keys are kept", For: API | Worker},
 		{Name: "WORKER_CONCURRENCY", Default: "10", Usage: "parallel jobs per worker process", For: API | Worker},
 		{Name: "WORKER_POLL_INTERVAL", Note: "5ms; 50ms embedded", Usage: "how often an idle worker looks for jobs", For: API | Worker},

@@ -26,6 +26,7 @@ func getJob(jc *jobs.Client) handler {
 		if err != nil {
 			return nil, err
 		}
+		holdFor(c, wait)
 		job, err := jc.Wait(c.Request.Context(), jobs.Enqueued{ID: c.Param("id")}, wait)
 		if errors.Is(err, jobs.ErrNotFound) {
 			return nil, apperr.New(apperr.NotFound, "job not found (unknown, or expired after JOB_RETENTION)")

@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"github.com/sirupsen/logrus"
@@ -75,7 +76,7 @@ func accessLog(log *logrus.Logger, m *Metrics) gin.HandlerFunc {
 			"route":      route,
 			"status":     status,
 			"latency_ms": float64(elapsed.Microseconds()) / 1000,
-			"org":        c.GetHeader("x-ddp-org"),
+			"org":        capLogValue(c.GetHeader("x-ddp-org")),
 		}
 		entry := log.WithFields(fields)
 		if len(c.Errors) > 0 {
@@ -91,4 +92,22 @@ func accessLog(log *logrus.Logger, m *Metrics) gin.HandlerFunc {
 			entry.Info("request")
 		}
 	}
+}
+
+// maxLoggedValue bounds a client-supplied value written to the log: a header
+// can be as large as the server's header limit, and a log line per request
+// must stay a line.
+const maxLoggedValue = 256
+
+// capLogValue returns v, or its first maxLoggedValue bytes (cut on a UTF-8
+// boundary) followed by a marker giving the full length.
+func capLogValue(v string) string {
+	if len(v) <= maxLoggedValue {
+		return v
+	}
+	cut := maxLoggedValue
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return v[:cut] + "…[truncated, " + strconv.Itoa(len(v)) + " bytes]"
 }

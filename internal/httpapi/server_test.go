@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
@@ -110,4 +111,56 @@ func TestWrongMethodIs405(t *testing.T) {
 		t.Fatalf("status %d, want 405: %s", code, body)
 	}
 	assertJSON(t, body, `{"detail":"Method Not Allowed"}`)
+}
+
+// A huge x-ddp-org is cut in the access log, whatever the status: the log
+// line stays small and says how long the value was.
+func TestAccessLogCapsHeaderValues(t *testing.T) {
+	t.Parallel()
+	srv, logs := newBareServer(t)
+	huge := strings.Repeat("é", 450_000) // 900 000 bytes; a cut inside a rune must not split it
+	for _, path := range []string{"/null", "/nowhere", "/upstream"} {
+		req := httptest.NewRequest("GET", path, nil)
+		req.Header.Set("x-ddp-org", huge)
+		srv.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("want 3 access log lines, got %d", len(lines))
+	}
+	for _, line := range lines {
+		var entry struct {
+			Org string `json:"org"`
+		}
+		if err := json.Unmarshal([]byte(line), &entry); err != nil {
+			t.Fatalf("log line is not JSON: %v", err)
+		}
+		if len(line) > 1024 {
+			t.Errorf("log line is %d bytes, want it small", len(line))
+		}
+		if !strings.HasPrefix(entry.Org, "éé") || !strings.HasSuffix(entry.Org, "…[truncated, 900000 bytes]") {
+			t.Errorf("org logged as %.80q…, want a prefix and the truncation marker", entry.Org)
+		}
+		if prefix := strings.TrimSuffix(entry.Org, "…[truncated, 900000 bytes]"); len(prefix) > maxLoggedValue || !utf8.ValidString(prefix) {
+			t.Errorf("kept %d bytes (valid UTF-8: %t), want at most %d", len(prefix), utf8.ValidString(prefix), maxLoggedValue)
+		}
+	}
+}
+
+func TestCapLogValue(t *testing.T) {
+	t.Parallel()
+	cases := []struct{ name, in, want string }{
+		{"short value unchanged", "acme", "acme"},
+		{"exactly the cap unchanged", strings.Repeat("a", maxLoggedValue), strings.Repeat("a", maxLoggedValue)},
+		{"one byte over is cut", strings.Repeat("a", maxLoggedValue+1),
+			strings.Repeat("a", maxLoggedValue) + "…[truncated, 257 bytes]"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := capLogValue(tc.in); got != tc.want {
+				t.Errorf("capLogValue = %q, want %q", got, tc.want)
+			}
+		})
+	}
 }

@@ -81,6 +81,7 @@ func (w writes) route(opName string) gin.HandlerFunc {
 		if wait > 0 || e.Existing {
 			// An idempotent repeat of a finished job gets its answer at once,
 			// even when it asked for respond-async.
+			holdFor(c, wait)
 			job, err = w.jobs.Wait(c.Request.Context(), e, wait)
 			if err != nil {
 				// The job is queued and goes on: say where to find it.

@@ -96,7 +96,7 @@ func newJobsBench(b *testing.B) *jobsBench {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = Serve(ctx, "127.0.0.1:0", h, func(a net.Addr) { addr <- a.String() })
+		_ = Serve(ctx, "127.0.0.1:0", h, LimitsFor(jb.opt), func(a net.Addr) { addr <- a.String() })
 	}()
 	b.Cleanup(func() { cancel(); <-done })
 	jb.api = "http://" + <-addr

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -141,6 +142,9 @@ var ErrNotFound = errors.New("relay: no archived delivery with that id")
 
 // List returns one page (1-based) of archived deliveries.
 func (a *Admin) List(page, size int) ([]DeadLetter, int, error) {
+	if ok, err := a.queueExists(); err != nil || !ok {
+		return []DeadLetter{}, 0, err
+	}
 	info, err := a.Inspector.GetQueueInfo(jobs.QueueRelay)
 	if err != nil {
 		if errors.Is(err, asynq.ErrQueueNotFound) {
@@ -181,9 +185,25 @@ func (a *Admin) Replay(id string) error {
 
 // ReplayAll moves every archived delivery back to the queue.
 func (a *Admin) ReplayAll() (int, error) {
+	if ok, err := a.queueExists(); err != nil || !ok {
+		return 0, err
+	}
 	n, err := a.Inspector.RunAllArchivedTasks(jobs.QueueRelay)
 	if errors.Is(err, asynq.ErrQueueNotFound) {
 		return 0, nil
 	}
 	return n, err
+}
+
+// queueExists reports whether asynq knows the relay queue. Until the first
+// delivery is queued it does not, and asynq's GetQueueInfo and
+// RunAllArchivedTasks then return an internal not-found error that does not
+// match ErrQueueNotFound; on a fresh install that is "no dead letters", not
+// an outage.
+func (a *Admin) queueExists() (bool, error) {
+	queues, err := a.Inspector.Queues()
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(queues, jobs.QueueRelay), nil
 }

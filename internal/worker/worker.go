@@ -51,6 +51,11 @@ type Worker struct {
 	// jobs.RetryDelay; relay deliveries follow RELAY_RETRY_SCHEDULE).
 	delays map[string]asynq.RetryDelayFunc
 	relay  *relay.Worker // notification deliveries and the reconciler (internal/relay)
+	// sweeper re-queues the tasks of dead worker processes soon enough for
+	// a synchronous caller (jobs.Sweeper).
+	sweeper     *jobs.Sweeper
+	stopSweeper context.CancelFunc
+	sweeperDone chan struct{}
 }
 
 // New builds a worker with every write op registered; Start begins fetching jobs.
@@ -87,6 +92,7 @@ func New(d Deps) (*Worker, error) {
 		_ = w.rdb.Close()
 		return nil, err
 	}
+	w.sweeper = jobs.NewSweeper(jobs.SweeperConfig{Redis: w.rdb, Log: d.Log.WithField("component", "jobs"), Registry: d.Registry})
 	if d.Ops == nil && d.Proxy != nil {
 		d.Ops = WriteOps(d.Proxy)
 	}
@@ -124,12 +130,22 @@ func (w *Worker) Start() error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	w.relay.Start()
+	ctx, cancel := context.WithCancel(context.Background())
+	w.stopSweeper, w.sweeperDone = cancel, make(chan struct{})
+	go func() {
+		defer close(w.sweeperDone)
+		w.sweeper.Run(ctx)
+	}()
 	return nil
 }
 
 // Shutdown stops fetching, waits for in-flight jobs (bounded by the server's
 // ShutdownTimeout) and hands unfinished ones back to the queue.
 func (w *Worker) Shutdown() {
+	if w.stopSweeper != nil {
+		w.stopSweeper()
+		<-w.sweeperDone
+	}
 	w.relay.Stop()
 	w.srv.Shutdown()
 	_ = w.rdb.Close()
