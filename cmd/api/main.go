@@ -141,7 +141,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 	}
 
 	relayAPI := relay.NewAPI(cfg, rdb, log.WithField("component", "relay"), reg)
-	if repl != nil {
+	if repl != nil && relayAPI.Ingress != nil {
 		// The ingress's 202 is an acknowledgement to Prefect: make it survive a failover.
 		relayAPI.Ingress.Queue = repl.Enqueuer(relayAPI.Ingress.Queue)
 	}

@@ -81,7 +81,9 @@ func startProc(o procOpts) (*Proc, error) {
 	cmd.Stdout = pw
 	cmd.Stderr = pw
 	ready := make(chan string, 1)
+	drained := make(chan struct{})
 	go func() {
+		defer close(drained)
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64*1024), 1024*1024)
 		signalled := false
@@ -104,6 +106,9 @@ func startProc(o procOpts) (*Proc, error) {
 	go func() {
 		p.err = cmd.Wait()
 		_ = pw.Close()
+		// Done means the output is complete too: the last line (often the
+		// error a process exits with) must be in Logs() when done is seen.
+		<-drained
 		close(p.done)
 	}()
 	if o.ready == nil {
