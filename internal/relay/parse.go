@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/DalgoT4D/prefect-proxy-go/internal/validate"
 	"github.com/google/uuid"
 )
 
@@ -289,11 +290,8 @@ func finish(n Notification, id, ts string) (Notification, error) {
 // parseTime accepts RFC 3339 and Python's str(datetime) ("2026-01-02
 // 03:04:05.123456+00:00", what Jinja renders); a zone-less time is UTC.
 func parseTime(s string) (time.Time, error) {
-	s = strings.Replace(strings.TrimSpace(s), " ", "T", 1)
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999Z0700", "2006-01-02T15:04:05.999999999"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t.UTC(), nil
-		}
+	if t, ok := validate.ISO(s); ok {
+		return t, nil
 	}
 	return time.Time{}, errors.New("not a date-time")
 }
