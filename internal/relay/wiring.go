@@ -33,14 +33,13 @@ func NewAPI(cfg config.Config, rdb redis.UniversalClient, log logrus.FieldLogger
 	if !cfg.RelayEnabled() {
 		return a
 	}
-	m := NewMetrics(reg)
 	a.Ingress = &Ingress{
 		Queue:    asynq.NewClientFromRedisClient(rdb),
 		Key:      cfg.RelayInboundKey,
 		States:   NewStateFilter(cfg.RelayStates),
 		MaxRetry: MaxRetries(cfg.RelayRetrySchedule),
 		Log:      log,
-		Metrics:  m,
+		metrics:  newInboundMetrics(reg),
 	}
 	return a
 }
