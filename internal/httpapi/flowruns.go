@@ -12,7 +12,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/validate"
 )
 
-// Flow-run read routes (spec/proxy-api.md §5: 17–22, 26–28, 35). Handlers only
+// Flow-run read routes (routes 17–22, 26–28 and 35 of the Python proxy). Handlers only
 // parse and validate; proxy.Service does the Prefect work.
 
 // writeRawJSON answers 200 with Prefect's JSON as is (no re-encoding).

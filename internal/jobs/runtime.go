@@ -21,7 +21,7 @@ const (
 	QueueMaintenance = "maintenance" // reconciler
 )
 
-// QueueWeights are asynq's weighted-priority settings (DESIGN.md).
+// QueueWeights are asynq's weighted-priority settings ("Jobs" in docs/ARCHITECTURE.md).
 func QueueWeights() map[string]int {
 	return map[string]int{QueueCritical: 6, QueueDefault: 3, QueueRelay: 3, QueueMaintenance: 1}
 }

@@ -60,7 +60,7 @@ func decodeDeploymentCreate(_ map[string]string, body []byte) (DeploymentCreateP
 }
 
 // DeploymentUpdatePayload is route 15's job payload. A key absent from the
-// request leaves that field unchanged (DESIGN.md); Django always sends both
+// request leaves that field unchanged ("Compatibility" in docs/ARCHITECTURE.md); Django always sends both
 // cron and deployment_params, so it sees the Python proxy's replacement.
 type DeploymentUpdatePayload struct {
 	DeploymentID string         `json:"deployment_id"`

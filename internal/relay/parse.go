@@ -85,7 +85,7 @@ var (
 )
 
 // Parse reads an inbound notification in any of the four formats of
-// DESIGN.md §Relay. It never needs a Content-Type.
+// "Relay" in docs/ARCHITECTURE.md. It never needs a Content-Type.
 func Parse(body []byte) (Notification, error) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {

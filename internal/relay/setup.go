@@ -43,7 +43,7 @@ type SetupResult struct {
 }
 
 // PayloadTemplate is the body Prefect's call-webhook action renders (format 3
-// of DESIGN.md §Relay). flow_run.state is rebuilt from the triggering event,
+// of "Relay" in docs/ARCHITECTURE.md). flow_run.state is rebuilt from the triggering event,
 // so it names the state that fired even if the run has moved on; .type.value
 // because Jinja renders the enum itself as "StateType.COMPLETED"; tojson
 // quotes names safely (jinja2's own filter, present on every Prefect 3).

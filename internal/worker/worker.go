@@ -48,7 +48,7 @@ type Worker struct {
 	mux    *asynq.ServeMux
 	closed chan struct{}
 	// delays picks the retry delay per task type (write jobs back off per
-	// DESIGN.md; relay deliveries follow RELAY_RETRY_SCHEDULE).
+	// "Jobs" in docs/ARCHITECTURE.md; relay deliveries follow RELAY_RETRY_SCHEDULE).
 	delays map[string]asynq.RetryDelayFunc
 	relay  *relay.Worker // notification deliveries and the reconciler (internal/relay)
 }
