@@ -125,6 +125,9 @@ func NewServer(opt asynq.RedisConnOpt, cfg ServerConfig) *asynq.Server {
 	})
 }
 
+// AsynqLogger routes asynq's logs (of a server, a scheduler) through logrus.
+func AsynqLogger(l logrus.FieldLogger) asynq.Logger { return asynqLogger{l} }
+
 // asynqLogger routes asynq's logs through logrus.
 type asynqLogger struct{ l logrus.FieldLogger }
 

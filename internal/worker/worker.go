@@ -98,6 +98,7 @@ func New(d Deps) (*Worker, error) {
 	if d.Config.RelayEnabled() {
 		w.relay = relay.NewWorker(d.Config, w.rdb, d.Prefect, d.Log.WithField("component", "relay"), d.Registry)
 		w.Handle(relay.TaskType, w.relay.Handler, w.relay.RetryDelay)
+		w.Handle(relay.TaskReconcile, asynq.HandlerFunc(w.relay.Reconciler.ProcessTask), nil)
 	}
 	return w, nil
 }
