@@ -79,14 +79,14 @@ func PrefectVersion() string {
 // StartPrefect starts a Prefect server (or connects to PREFECT_TEST_API_URL).
 // The caller stops it with Stop. Prefer Prefect(tb).
 func StartPrefect() (*PrefectServer, error) {
-	hc := &http.Client{Timeout: 30 * time.Second}
 	if u := strings.TrimSpace(os.Getenv(EnvPrefectURL)); u != "" {
-		s := &PrefectServer{URL: strings.TrimRight(u, "/"), http: hc}
-		if err := s.waitHealthy(nil, 10*time.Second); err != nil {
+		s, err := ConnectPrefect(u)
+		if err != nil {
 			return nil, errorf("%s=%s: %v", EnvPrefectURL, u, err)
 		}
-		return s, s.readVersion()
+		return s, nil
 	}
+	hc := &http.Client{Timeout: 30 * time.Second}
 	venv, err := PrefectVenv()
 	if err != nil {
 		return nil, err
@@ -100,6 +100,16 @@ func StartPrefect() (*PrefectServer, error) {
 		lastErr = err
 	}
 	return nil, lastErr
+}
+
+// ConnectPrefect uses a Prefect server already running at apiURL (its API
+// root, e.g. a benchmark's BENCH_PREFECT_URL); Stop leaves it running.
+func ConnectPrefect(apiURL string) (*PrefectServer, error) {
+	s := &PrefectServer{URL: strings.TrimRight(apiURL, "/"), http: &http.Client{Timeout: 30 * time.Second}}
+	if err := s.waitHealthy(nil, 10*time.Second); err != nil {
+		return nil, err
+	}
+	return s, s.readVersion()
 }
 
 // PrefectVenv returns a virtualenv with the wanted Prefect installed,
