@@ -104,7 +104,7 @@ clean:
 
 # Read-path benchmarks (docs/BENCHMARKS.md). They print numbers and never fail
 # on time. BENCH_PREFECT_URL=http://127.0.0.1:4299/api adds the real-Prefect cases;
-# BENCH_API_BINARY=$PWD/bin/api (after make build) the cmd/api-in-its-own-process case.
+# BENCH_API_BINARY=1 the cmd/api-in-its-own-process case (internal/testenv builds and starts it).
 # Capacity numbers of docs/SCALING.md (real redis-server and binaries, fake Prefect).
 .PHONY: capacity
 capacity: deps

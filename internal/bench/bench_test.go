@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/testenv"
 )
 
 // Benchmarks of the read path. They print numbers (b.ReportMetric) and assert
@@ -51,7 +53,7 @@ const (
 type upstream struct {
 	name       string
 	api        string   // Prefect API root
-	deployment string   // holds historyRuns runs as NewWorld/Seed build them
+	deployment string   // holds historyRuns runs as NewWorld/testenv.SeedHistory build them
 	pollIDs    []string // runs to poll, in turn
 	fake       *Fake    // nil for a real Prefect
 }
@@ -80,14 +82,17 @@ func realUpstream(b *testing.B) upstream {
 	if api == "" {
 		b.Skip("BENCH_PREFECT_URL is unset")
 	}
-	realOnce.Do(func() { real, realErr = loadRealUpstream(api) })
+	realOnce.Do(func() {
+		realErr = errors.New("seeding the real Prefect failed (see the first benchmark)")
+		real, realErr = loadRealUpstream(b, api)
+	})
 	if realErr != nil {
 		b.Fatal(realErr)
 	}
 	return real
 }
 
-func loadRealUpstream(api string) (upstream, error) {
+func loadRealUpstream(b *testing.B, api string) (upstream, error) {
 	up := upstream{name: "prefect", api: api}
 	u, err := url.Parse(api)
 	if err != nil {
@@ -111,14 +116,15 @@ func loadRealUpstream(api string) (upstream, error) {
 	if up.deployment == "" || err != nil || len(runs) != historyRuns {
 		name := "bench-history-" + uuid.NewString()[:8]
 		start := time.Now()
-		s, err := Seed(ctx, pc, name, historyRuns, tasksPerRun)
+		pf, err := testenv.ConnectPrefect(api)
 		if err != nil {
 			return up, fmt.Errorf("seeding %s: %w", api, err)
 		}
-		up.deployment = s.DeploymentID
+		s := pf.SeedHistory(b, name, historyRuns, tasksPerRun)
+		up.deployment = s.Deployment.ID
 		_ = os.WriteFile(cache, []byte(up.deployment), 0o600)
 		fmt.Fprintf(os.Stderr, "bench: seeded %s (deployment %s) on %s in %v\n",
-			name, s.DeploymentID, api, time.Since(start).Round(time.Millisecond))
+			name, s.Deployment.ID, api, time.Since(start).Round(time.Millisecond))
 		if runs, _, err = OneByOneHistory(ctx, pc, up.deployment, historyRuns); err != nil {
 			return up, err
 		}
@@ -172,12 +178,11 @@ func BenchmarkPoll(b *testing.B) {
 	})
 	// The same against the real cmd/api binary in its own process.
 	b.Run("proxy=api-binary", func(b *testing.B) {
-		bin := os.Getenv("BENCH_API_BINARY")
-		if bin == "" {
-			b.Skip("BENCH_API_BINARY is unset (go build -o bin/api ./cmd/api)")
+		if os.Getenv("BENCH_API_BINARY") == "" {
+			b.Skip("BENCH_API_BINARY is unset (any value runs cmd/api, built by internal/testenv, in its own process)")
 		}
 		up := fakeUpstream(b, "fast-fake", 0)
-		p, err := StartBinary(bin, up.api, os.Getenv("BENCH_REDIS_URL"))
+		p, err := StartBinary(up.api, os.Getenv("BENCH_REDIS_URL"))
 		if err != nil {
 			b.Fatal(err)
 		}

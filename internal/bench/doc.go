@@ -1,8 +1,8 @@
 // Package bench measures the proxy's read path: a fake Prefect that answers
 // from a generated world (fast, or with a fixed per-call latency like Prefect
 // on SQLite), a closed-loop load generator that records every latency, the
-// Python proxy's one-by-one call pattern as a baseline, and a seeder that
-// builds the same world on a real Prefect. The Benchmark functions in
+// Python proxy's one-by-one call pattern as a baseline; internal/testenv's
+// SeedHistory builds the same world on a real Prefect. The Benchmark functions in
 // bench_test.go print numbers; nothing here asserts a timing.
 //
 // Why Go benchmarks rather than a cmd/loadtest program: `go test -bench` runs

@@ -8,12 +8,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/testenv"
 )
+
+// TestMain stops what internal/testenv started once for this test binary
+// (the cmd/api build of StartBinary).
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 // These tests check the harness itself (the fake answers like Prefect, the
 // baseline makes the Python proxy's calls, the load generator counts right).

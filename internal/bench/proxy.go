@@ -1,17 +1,13 @@
 package bench
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -22,6 +18,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/logging"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/testenv"
 )
 
 // Proxy is the api's real read path — config.Load, prefect.Client,
@@ -32,6 +29,7 @@ type Proxy struct {
 	URL  string // http://127.0.0.1:port
 	stop context.CancelFunc
 	done chan error
+	proc *testenv.Proc // StartBinary's process
 	// CPU, when set, is the CPU time used so far by a proxy running in
 	// another process (StartBinary); in-process CPU is in Result.CPU already.
 	CPU func() time.Duration
@@ -77,75 +75,34 @@ func StartProxy(prefectAPI string, logOut io.Writer) (*Proxy, error) {
 
 // Close stops the server and waits for it.
 func (p *Proxy) Close() error {
+	if p.proc != nil {
+		if err, clean := p.proc.Stop(10 * time.Second); !clean {
+			return fmt.Errorf("%s did not stop cleanly: %v", p.proc, err)
+		}
+		return nil
+	}
 	p.stop()
 	return <-p.done
 }
 
-// StartBinary runs a built cmd/api binary against prefectAPI. With redisURL
-// empty it runs as an operator's laptop would (embedded Redis and in-process
-// worker); with a Redis URL it is the production api, with no worker inside.
-// The relay reconciler is off so it does not call the upstream during the
-// benchmark. Its JSON logs go to a pipe that is drained and discarded.
-func StartBinary(path, prefectAPI, redisURL string) (*Proxy, error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, path)
-	cmd.Env = []string{
-		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
-		"PREFECT_API_URL=" + prefectAPI, "LISTEN_ADDR=127.0.0.1:0", "WORKER_LISTEN_ADDR=127.0.0.1:0",
-		"RELAY_RECONCILE_INTERVAL=0", "LOG_LEVEL=info",
-	}
+// StartBinary runs the cmd/api binary (built by internal/testenv's launcher)
+// against prefectAPI. With redisURL empty it runs as an operator's laptop
+// would (embedded Redis and in-process worker); with a Redis URL it is the
+// production api, with no worker inside. The relay reconciler is off so it
+// does not call the upstream during the benchmark; it logs as in production.
+func StartBinary(prefectAPI, redisURL string) (*Proxy, error) {
+	env := map[string]string{"PREFECT_API_URL": prefectAPI, "RELAY_RECONCILE_INTERVAL": "0",
+		"LOG_LEVEL": "info", "LOG_FORMAT": "json"}
 	if redisURL != "" {
-		cmd.Env = append(cmd.Env, "REDIS_URL="+redisURL,
-			"JOB_ENCRYPTION_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=") // a fixed test key
+		env["REDIS_URL"] = redisURL
+		env["JOB_ENCRYPTION_KEY"] = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // a fixed test key
 	}
-	cmd.Dir = os.TempDir() // no stray .env
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 10 * time.Second
-	cmd.Stderr = io.Discard
-	out, err := cmd.StdoutPipe()
+	proc, err := testenv.StartAPIProcess(env)
 	if err != nil {
-		cancel()
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		cancel()
-		return nil, err
-	}
-	p := &Proxy{stop: cancel, done: make(chan error, 1)}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			// "api listening on http://127.0.0.1:port (Prefect ...)"
-			if rest, ok := strings.CutPrefix(sc.Text(), "api listening on "); ok {
-				u, _, _ := strings.Cut(rest, " ")
-				select {
-				case addr <- u:
-				default:
-				}
-			}
-		}
-	}()
-	go func() {
-		err := cmd.Wait()
-		if ctx.Err() != nil { // stopped by Close
-			err = nil
-		}
-		p.done <- err
-	}()
-	pid := cmd.Process.Pid
-	p.CPU = func() time.Duration { return procCPU(pid) }
-	select {
-	case u := <-addr:
-		p.URL = u
-		return p, nil
-	case err := <-p.done:
-		cancel()
-		return nil, fmt.Errorf("%s exited before listening: %v", path, err)
-	case <-time.After(30 * time.Second):
-		_ = p.Close()
-		return nil, errors.New(path + " did not print its address in 30s")
-	}
+	pid := proc.Pid()
+	return &Proxy{URL: proc.URL, proc: proc, CPU: func() time.Duration { return procCPU(pid) }}, nil
 }
 
 // procCPU reads utime+stime of a process from /proc (clock ticks of 10 ms on

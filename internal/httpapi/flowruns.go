@@ -8,11 +8,11 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/validate"
 )
 
-// Flow-run read routes (routes 17–22, 26–28, 35). Handlers only
+// Flow-run read routes (routes 17–22, 26–28 and 35 of the Python proxy). Handlers only
 // parse and validate; proxy.Service does the Prefect work.
 
 // writeRawJSON answers 200 with Prefect's JSON as is (no re-encoding).
@@ -25,9 +25,9 @@ func writeRawJSON(c *gin.Context, raw json.RawMessage) (any, error) {
 // ?deployment_id= → {"flow_runs": [<Prefect flow run>...]}.
 func scheduledFlowRuns(s *proxy.Service) handler {
 	return func(c *gin.Context) (any, error) {
-		var q queryErrs
-		dep := q.required(c, "deployment_id")
-		if err := q.err(); err != nil {
+		q := query(c)
+		dep := q.Required("deployment_id")
+		if err := q.Err(); err != nil {
 			return nil, err
 		}
 		runs, err := s.ScheduledFlowRuns(c.Request.Context(), dep)
@@ -42,12 +42,12 @@ func scheduledFlowRuns(s *proxy.Service) handler {
 // {"flow_run": <Prefect flow run + "status">}; 400 "no such flow run".
 func flowRunByName(s *proxy.Service) handler {
 	return func(c *gin.Context) (any, error) {
-		b, err := readBodyFields(c)
+		b, err := readModel(c)
 		if err != nil {
 			return nil, err
 		}
-		name := b.str("name", true)
-		if err := b.err(); err != nil {
+		name := b.Str("name", true)
+		if err := b.Err(); err != nil {
 			return nil, err
 		}
 		run, err := s.FlowRunByName(c.Request.Context(), name)
@@ -63,11 +63,11 @@ func flowRunByName(s *proxy.Service) handler {
 // expectedStartTime, totalRunTime, status, state_name}]}. limit 0 = all.
 func flowRunsByDeployment(s *proxy.Service) handler {
 	return func(c *gin.Context) (any, error) {
-		var q queryErrs
-		dep := q.required(c, "deployment_id")
-		limit := q.nonNegInt(c, "limit", 0)
-		start, _ := queryDateTime(c, "start_time_gt")
-		if err := q.err(); err != nil {
+		q := query(c)
+		dep := q.Required("deployment_id")
+		limit := q.NonNegInt("limit", 0)
+		start, _ := q.DateTime("start_time_gt")
+		if err := q.Err(); err != nil {
 			return nil, err
 		}
 		runs, err := s.FlowRunsByDeployment(c.Request.Context(), dep, limit, start)
@@ -82,20 +82,20 @@ func flowRunsByDeployment(s *proxy.Service) handler {
 // FilterLateFlowRuns → {"flow_runs": [...]} (camelCase rows).
 func lateFlowRuns(s *proxy.Service) handler {
 	return func(c *gin.Context) (any, error) {
-		b, err := readBodyFields(c)
+		b, err := readModel(c)
 		if err != nil {
 			return nil, err
 		}
 		f := proxy.LateFilter{
-			DeploymentID:    bodyNullableStr(b, "deployment_id"),
-			WorkPoolName:    bodyNullableStr(b, "work_pool_name"),
-			WorkQueueName:   bodyNullableStr(b, "work_queue_name"),
-			Limit:           bodyInt(b, "limit", 1),
-			BeforeStartTime: bodyNullableDateTime(b, "before_start_time"),
-			AfterStartTime:  bodyNullableDateTime(b, "after_start_time"),
+			DeploymentID:    deref(b.OptStr("deployment_id")),
+			WorkPoolName:    deref(b.OptStr("work_pool_name")),
+			WorkQueueName:   deref(b.OptStr("work_queue_name")),
+			Limit:           int(b.IntOr("limit", 1)),
+			BeforeStartTime: b.OptDatetime("before_start_time"),
+			AfterStartTime:  b.OptDatetime("after_start_time"),
 		}
-		f.ExcludeFlowRunIDs, _ = b.strList("exclude_flow_run_ids", false, false)
-		if err := b.err(); err != nil {
+		f.ExcludeFlowRunIDs, _ = b.StrList("exclude_flow_run_ids", false, false)
+		if err := b.Err(); err != nil {
 			return nil, err
 		}
 		runs, err := s.LateFlowRuns(c.Request.Context(), f)
@@ -134,11 +134,11 @@ func pollFlowRun(s *proxy.Service) handler {
 // [?task_run_id=][&limit=0][&offset=0] → {"offset", "logs": [{level, timestamp, message}]}.
 func flowRunLogs(s *proxy.Service) handler {
 	return func(c *gin.Context) (any, error) {
-		var q queryErrs
-		task, _ := lastQuery(c, "task_run_id")
-		limit := q.nonNegInt(c, "limit", 0)
-		offset := q.nonNegInt(c, "offset", 0)
-		if err := q.err(); err != nil {
+		q := query(c)
+		task, _ := q.Last("task_run_id")
+		limit := q.NonNegInt("limit", 0)
+		offset := q.NonNegInt("offset", 0)
+		if err := q.Err(); err != nil {
 			return nil, err
 		}
 		return s.FlowRunLogs(c.Request.Context(), c.Param("flow_run_id"), task, limit, offset)
@@ -168,32 +168,37 @@ const maxHours = 1_000_000
 // start_time_str is taken as UTC; an unparsable one is a 422 (was a 500).
 func longRunningFlowRuns(s *proxy.Service) handler {
 	return func(c *gin.Context) (any, error) {
-		var q queryErrs
-		nhours, fe := parseIntParam(c.Param("nhours"), "path", "nhours")
-		switch {
-		case fe != nil:
-			q = append(q, *fe)
-		case nhours > maxHours || nhours < -maxHours:
+		q := query(c)
+		nhours, ok := q.PathInt("nhours", c.Param("nhours"))
+		if ok && (nhours > maxHours || nhours < -maxHours) {
 			// Beyond this the date overflows (Python raised OverflowError, a 500).
-			q = append(q, apperr.Field("less_than_equal",
-				fmt.Sprintf("Input should be between -%d and %d", maxHours, maxHours), "path", "nhours"))
+			q.Fail("less_than_equal", fmt.Sprintf("Input should be between -%d and %d", maxHours, maxHours), "path", "nhours")
 		}
 		since := time.Now()
-		if v, ok := queryDateTime(c, "start_time_str"); ok && v != "" {
-			t, ok := parseISODateTime(v)
+		if v, ok := q.DateTime("start_time_str"); ok && v != "" {
+			// A plain str parsed by datetime.fromisoformat in the Python
+			// proxy: ISO-8601 only, no Unix time.
+			t, ok := validate.ISO(v)
 			if !ok {
-				q = append(q, apperr.Field("datetime_parsing",
-					"Input should be a valid ISO-8601 datetime", "query", "start_time_str"))
+				q.Fail("datetime_parsing", "Input should be a valid ISO-8601 datetime", "query", "start_time_str")
 			}
 			since = t
 		}
-		if err := q.err(); err != nil {
+		if err := q.Err(); err != nil {
 			return nil, err
 		}
-		runs, err := s.LongRunningFlowRuns(c.Request.Context(), nhours, since)
+		runs, err := s.LongRunningFlowRuns(c.Request.Context(), int(nhours), since)
 		if err != nil {
 			return nil, err
 		}
 		return gin.H{"flow_runs": runs}, nil
 	}
+}
+
+// deref is a `str | None = None` field's value, "" when absent or null.
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

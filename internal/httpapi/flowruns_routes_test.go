@@ -298,7 +298,7 @@ func TestLateFlowRuns(t *testing.T) {
 		{"bad limit", `{"limit":"many"}`, 422,
 			`{"detail":[{"loc":["body","limit"],"msg":"Input should be a valid integer, unable to parse string as an integer","type":"int_parsing"}]}`, ""},
 		{"bad datetime", `{"before_start_time":"yesterday"}`, 422,
-			`{"detail":[{"loc":["body","before_start_time"],"msg":"Input should be a valid datetime","type":"datetime_parsing"}]}`, ""},
+			`{"detail":[{"loc":["body","before_start_time"],"msg":"Input should be a valid datetime or date, input is too short","type":"datetime_from_date_parsing"}]}`, ""},
 		{"exclude ids must be strings", `{"exclude_flow_run_ids":[1]}`, 422,
 			`{"detail":[{"loc":["body","exclude_flow_run_ids",0],"msg":"Input should be a valid string","type":"string_type"}]}`, ""},
 	}

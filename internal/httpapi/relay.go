@@ -2,56 +2,27 @@ package httpapi
 
 import (
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 
 	"github.com/gin-gonic/gin"
-	"github.com/sirupsen/logrus"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
 )
 
-// relayBodyLimit bounds an inbound notification; real ones are < 2 KiB.
-const relayBodyLimit = 1 << 20
-
-// relayIngest is POST /webhooks/v1/notification/: check the key, parse, queue
-// durably, then answer 202 — in milliseconds, whatever Django is doing.
-func relayIngest(rel *relay.API, log *logrus.Logger) gin.HandlerFunc {
+// relayIngest is POST /webhooks/v1/notification/: relay.Ingress.Ingest
+// checks the key, parses and queues durably; this answers 202 (200 for a
+// state RELAY_STATES ignores) or maps its error.
+func relayIngest(rel *relay.API) gin.HandlerFunc {
 	return h(func(c *gin.Context) (any, error) {
-		if rel == nil || rel.Ingress == nil {
-			return nil, apperr.New(apperr.Unavailable,
-				"relay is not configured: set PREFECT_NOTIFICATIONS_WEBHOOK_KEY (the key Django checks) to turn it on")
+		var in *relay.Ingress // nil: the relay is off
+		if rel != nil {
+			in = rel.Ingress
 		}
-		in := rel.Ingress
-		if !in.KeyMatches(c.GetHeader("X-Notification-Key")) {
-			in.Metrics.Inbound("unauthorized")
-			return nil, apperr.New(apperr.Unauthorized, "missing or invalid X-Notification-Key")
-		}
-		body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, relayBodyLimit))
+		out, err := in.Ingest(c.Request.Context(), c.GetHeader("X-Notification-Key"), c.Request.Body)
 		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				in.Metrics.Inbound("too_large")
-				return nil, apperr.New(apperr.TooLarge, "notification body exceeds 1 MiB")
-			}
-			return nil, apperr.Wrap(apperr.BadRequest, err, "could not read the notification body")
-		}
-		out, err := in.Accept(c.Request.Context(), body)
-		var pe *relay.ParseError
-		switch {
-		case errors.As(err, &pe):
-			// Prefect never retries a webhook: this line and the
-			// relay_inbound_total{result="unparseable"} counter are all that
-			// is left of the notification.
-			log.WithFields(logrus.Fields{
-				"request_id": c.GetString("request_id"), "bytes": len(body),
-				"content_type": c.GetHeader("Content-Type"), "reason": pe.Message,
-			}).Warn("relay: unparseable notification dropped")
-			return nil, apperr.Wrap(apperr.BadRequest, err, "unparseable notification: %s", pe.Message)
-		case err != nil:
-			return nil, apperr.Wrap(apperr.Unavailable, err, "could not queue the notification (Redis unavailable)")
+			return nil, relayIngestErr(err)
 		}
 		if out.Status == "ignored" {
 			return out, nil
@@ -59,6 +30,25 @@ func relayIngest(rel *relay.API, log *logrus.Logger) gin.HandlerFunc {
 		c.JSON(http.StatusAccepted, out)
 		return nil, nil
 	})
+}
+
+// relayIngestErr is the answer to each of Ingest's errors.
+func relayIngestErr(err error) error {
+	var pe *relay.ParseError
+	var qe *relay.QueueError
+	switch {
+	case errors.Is(err, relay.ErrOff):
+		return apperr.New(apperr.Unavailable, "%s", err)
+	case errors.Is(err, relay.ErrUnauthorized):
+		return apperr.New(apperr.Unauthorized, "%s", err)
+	case errors.Is(err, relay.ErrTooLarge):
+		return apperr.New(apperr.TooLarge, "%s", err)
+	case errors.As(err, &pe):
+		return apperr.Wrap(apperr.BadRequest, err, "unparseable notification: %s", pe.Message)
+	case errors.As(err, &qe):
+		return apperr.Wrap(apperr.Unavailable, err, "could not queue the notification (Redis unavailable)")
+	}
+	return apperr.Wrap(apperr.BadRequest, err, "could not read the notification body")
 }
 
 // relayDeadLetters lists archived deliveries: GET ...?page=1&size=100.

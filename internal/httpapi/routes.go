@@ -81,7 +81,7 @@ func addRoutes(r *gin.Engine, d Deps) {
 	// --- Relay ---
 	// Prefect's webhook (same path as Django's, so only the host changes);
 	// its own X-Notification-Key check, no bearer token.
-	r.POST("/webhooks/v1/notification", relayIngest(d.Relay, d.Log))
+	r.POST("/webhooks/v1/notification", relayIngest(d.Relay))
 	ra := r.Group("/admin/relay", adminOnly(d.Config.AdminToken))
 	ra.GET("/dead-letters", h(relayDeadLetters(d.Relay)))
 	ra.POST("/dead-letters/replay", h(relayReplayAll(d.Relay)))

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/retry"
 )
 
 // Replication makes an acknowledgement survive the loss of the Redis primary.
@@ -193,16 +194,8 @@ const FailoverGrace = 20 * time.Second
 // again because its record hit a primary that was failing over. write must be
 // idempotent.
 func Persist(ctx context.Context, write func(context.Context) error) error {
-	deadline := time.Now().Add(FailoverGrace)
-	for attempt := 0; ; attempt++ {
-		err := write(ctx)
-		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(prefect.Backoff(50*time.Millisecond, time.Second, attempt)):
-		}
-	}
+	within, cancel := context.WithTimeout(ctx, FailoverGrace)
+	defer cancel()
+	return retry.Do(within, math.MaxInt, retry.Exponential{Base: 50 * time.Millisecond, Max: time.Second},
+		func(context.Context) error { return write(ctx) })
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/retry"
 )
 
 // RunnerConfig configures the worker side of jobs.
@@ -183,23 +183,11 @@ func (r *Runner) observe(typ, outcome string, start time.Time, failed bool) {
 	}
 }
 
-// Backoff policy of write jobs (docs/ARCHITECTURE.md): first retry within a second,
-// doubling, capped at a minute, ±20 % jitter.
-const (
-	retryBase = 500 * time.Millisecond
-	retryMax  = time.Minute
-)
-
 // RetryDelay is the asynq RetryDelayFunc for write jobs; n is the number of
-// retries already made.
+// retries already made. The policy ("Jobs" in docs/ARCHITECTURE.md): first
+// retry within a second, doubling, capped at a minute, ±20 % jitter.
 func RetryDelay(n int, _ error, _ *asynq.Task) time.Duration {
-	d := retryMax
-	if n < 16 {
-		if x := retryBase << n; x < retryMax {
-			d = x
-		}
-	}
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	return retry.Exponential{Base: 500 * time.Millisecond, Max: time.Minute}.Delay(n)
 }
 
 type runnerMetrics struct {

@@ -21,8 +21,7 @@ const (
 	QueueMaintenance = "maintenance" // reconciler
 )
 
-// QueueWeights are asynq's weighted-priority settings (docs/ARCHITECTURE.md):
-// flow-run actions Django waits on first, maintenance last.
+// QueueWeights are asynq's weighted-priority settings ("Jobs" in docs/ARCHITECTURE.md).
 func QueueWeights() map[string]int {
 	return map[string]int{QueueCritical: 6, QueueDefault: 3, QueueRelay: 3, QueueMaintenance: 1}
 }
@@ -125,6 +124,9 @@ func NewServer(opt asynq.RedisConnOpt, cfg ServerConfig) *asynq.Server {
 		LogLevel:                 asynq.WarnLevel,
 	})
 }
+
+// AsynqLogger routes asynq's logs (of a server, a scheduler) through logrus.
+func AsynqLogger(l logrus.FieldLogger) asynq.Logger { return asynqLogger{l} }
 
 // asynqLogger routes asynq's logs through logrus.
 type asynqLogger struct{ l logrus.FieldLogger }

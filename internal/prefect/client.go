@@ -12,13 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/retry"
 )
 
 // PageSize is Prefect's default and maximum `limit` for /filter endpoints.
@@ -100,7 +100,16 @@ type APIError struct {
 	Path   string
 	Status int
 	Body   string // Prefect's raw response text, truncated
+	// retryAfter is the answer's Retry-After, capped at maxRetryAfter.
+	retryAfter time.Duration
 }
+
+// maxRetryAfter caps how long a read waits on Prefect's Retry-After: a read
+// serves a waiting Django request, and PREFECT_API_TIMEOUT bounds each try.
+const maxRetryAfter = 10 * time.Second
+
+// RetryAfter is what Prefect asked the client to wait before trying again.
+func (e *APIError) RetryAfter() time.Duration { return e.retryAfter }
 
 // Error names the call and Prefect's short message only: Prefect's 422 bodies
 // echo the request (which may hold a secret block's value), so Body is never
@@ -196,48 +205,19 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any, ide
 	if idempotent {
 		attempts = c.retry.Attempts
 	}
-	var err error
-	for i := 0; i < attempts; i++ {
-		var retryAfter time.Duration
-		retryAfter, err = c.once(ctx, method, path, payload, out)
-		if err == nil || !Retryable(err) || i == attempts-1 {
-			return err
-		}
+	return retry.Do(ctx, attempts, retry.Exponential{Base: c.retry.Base, Max: c.retry.Max}, func(ctx context.Context) error {
+		err := c.once(ctx, method, path, payload, out)
 		// A timeout already spent a whole PREFECT_API_TIMEOUT; retrying would
 		// multiply the wait the caller sees.
 		var te *TransportError
-		if errors.As(err, &te) && te.Timeout {
-			return err
+		if err != nil && (!Retryable(err) || errors.As(err, &te) && te.Timeout) {
+			return retry.Permanent(err)
 		}
-		delay := Backoff(c.retry.Base, c.retry.Max, i)
-		if retryAfter > delay {
-			delay = retryAfter
-		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= delay {
-			return err // the retry could only start after the caller's deadline
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
-		}
-	}
-	return err
+		return err
+	})
 }
 
-// Backoff is base·2^attempt capped at max, with ±20 % jitter.
-func Backoff(base, max time.Duration, attempt int) time.Duration {
-	d := base << attempt
-	if d > max || d <= 0 {
-		d = max
-	}
-	jitter := 0.8 + 0.4*rand.Float64()
-	return time.Duration(float64(d) * jitter)
-}
-
-func (c *Client) once(ctx context.Context, method, path string, payload []byte, out any) (time.Duration, error) {
+func (c *Client) once(ctx context.Context, method, path string, payload []byte, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	var rd io.Reader
@@ -246,7 +226,7 @@ func (c *Client) once(ctx context.Context, method, path string, payload []byte, 
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
-		return 0, fmt.Errorf("prefect: build %s %s: %w", method, path, err)
+		return fmt.Errorf("prefect: build %s %s: %w", method, path, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	if payload != nil {
@@ -257,32 +237,33 @@ func (c *Client) once(ctx context.Context, method, path string, payload []byte, 
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, &TransportError{Method: method, Path: path, Timeout: isTimeout(ctx, err), Err: err}
+		return &TransportError{Method: method, Path: path, Timeout: isTimeout(ctx, err), Err: err}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, &TransportError{Method: method, Path: path, Timeout: isTimeout(ctx, err), Err: err}
+		return &TransportError{Method: method, Path: path, Timeout: isTimeout(ctx, err), Err: err}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		text := string(data)
 		if len(text) > 2000 {
 			text = text[:2000]
 		}
-		return retryAfterOf(resp), &APIError{Method: method, Path: path, Status: resp.StatusCode, Body: text}
+		return &APIError{Method: method, Path: path, Status: resp.StatusCode, Body: text,
+			retryAfter: min(retry.After(resp.Header.Get("Retry-After"), time.Now()), maxRetryAfter)}
 	}
 	if out == nil || len(bytes.TrimSpace(data)) == 0 {
-		return 0, nil
+		return nil
 	}
 	if raw, ok := out.(*json.RawMessage); ok {
 		*raw = append((*raw)[:0], data...)
-		return 0, nil
+		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return 0, &APIError{Method: method, Path: path, Status: resp.StatusCode,
+		return &APIError{Method: method, Path: path, Status: resp.StatusCode,
 			Body: "invalid JSON from Prefect: " + err.Error()}
 	}
-	return 0, nil
+	return nil
 }
 
 func isTimeout(ctx context.Context, err error) bool {
@@ -291,21 +272,6 @@ func isTimeout(ctx context.Context, err error) bool {
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-func retryAfterOf(resp *http.Response) time.Duration {
-	v := resp.Header.Get("Retry-After")
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(v); err == nil && s > 0 {
-		d := time.Duration(s) * time.Second
-		if d > 10*time.Second {
-			d = 10 * time.Second
-		}
-		return d
-	}
-	return 0
 }
 
 // FilterAll pages through a /filter endpoint. body is the filter without

@@ -182,6 +182,29 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 	}
 }
 
+func TestRetryAfterAsAnHTTPDateIsHonoured(t *testing.T) {
+	t.Parallel()
+	f := prefecttest.New(t)
+	var n atomic.Int32
+	f.Handle("/limited", func(w http.ResponseWriter, _ *http.Request) {
+		if n.Add(1) == 1 {
+			w.Header().Set("Retry-After", time.Now().Add(2*time.Second).UTC().Format(http.TimeFormat))
+			prefecttest.Write(w, 503, map[string]any{"detail": "busy"})
+			return
+		}
+		prefecttest.Write(w, 200, true)
+	})
+	c := client(t, f, 2*time.Second, 3)
+	start := time.Now()
+	if err := c.Get(context.Background(), "/limited", nil); err != nil {
+		t.Fatal(err)
+	}
+	// The date has whole seconds: at least one of the two remains.
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Fatalf("retried after %v, want the Retry-After date (1-2 s away)", d)
+	}
+}
+
 func TestCancelStopsBackoff(t *testing.T) {
 	t.Parallel()
 	f := prefecttest.New(t)
@@ -361,19 +384,6 @@ func TestFilterAllStopsOnError(t *testing.T) {
 	_, err := c.FilterAll(context.Background(), "/things/filter", map[string]any{}, 0)
 	if !prefect.IsStatus(err, 422) || len(f.Calls()) != 1 {
 		t.Fatalf("err = %v after %d calls", err, len(f.Calls()))
-	}
-}
-
-func TestBackoffBounds(t *testing.T) {
-	t.Parallel()
-	for attempt := 0; attempt < 12; attempt++ {
-		for range 50 {
-			d := prefect.Backoff(100*time.Millisecond, 2*time.Second, attempt)
-			want := min(100*time.Millisecond<<attempt, 2*time.Second)
-			if d < want*8/10 || d > want*12/10 {
-				t.Fatalf("attempt %d: %v outside ±20%% of %v", attempt, d, want)
-			}
-		}
 	}
 }
 

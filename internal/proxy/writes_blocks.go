@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/validate"
 )
 
 // AirbyteConnectionSlug is prefect-airbyte's AirbyteConnection block type.
@@ -43,21 +44,21 @@ type AirbyteServerCreatePayload struct {
 
 func decodeAirbyteServerCreate(_ map[string]string, body []byte) (AirbyteServerCreatePayload, error) {
 	var p AirbyteServerCreatePayload
-	c, err := modelBody(body)
+	c, err := validate.Model(body)
 	if err != nil {
 		return p, err
 	}
-	name := c.str("blockName", true)
-	p.ServerHost = c.str("serverHost", true)
-	port := c.str("serverPort", true)
-	p.APIVersion = c.str("apiVersion", true)
-	p.UseSSL = c.boolean("useSSL", false)
-	if err := c.err(); err != nil {
+	name := c.Str("blockName", true)
+	p.ServerHost = c.Str("serverHost", true)
+	port := c.Str("serverPort", true)
+	p.APIVersion = c.Str("apiVersion", true)
+	p.UseSSL = c.Bool("useSSL", false)
+	if err := c.Err(); err != nil {
 		return p, err
 	}
 	// AirbyteServer(server_port=...) rejected a non-integer port inside the
 	// route's try: a 400, not a 422.
-	n, typ, _ := laxInt(port)
+	n, typ, _ := validate.LaxInt(port)
 	if typ != "" {
 		return p, badRequest(msgAirbyteServerCreate)
 	}
@@ -79,25 +80,25 @@ type AirbyteServerUpdatePayload struct {
 
 func decodeAirbyteServerUpdate(_ map[string]string, body []byte) (AirbyteServerUpdatePayload, error) {
 	var p AirbyteServerUpdatePayload
-	c, err := modelBody(body)
+	c, err := validate.Model(body)
 	if err != nil {
 		return p, err
 	}
-	p.BlockName = c.str("blockName", true)
-	p.ServerHost = nonEmpty(c.optStr("serverHost"))
-	port := nonEmpty(c.optStr("serverPort"))
-	p.APIVersion = nonEmpty(c.optStr("apiVersion"))
-	p.Username = nonEmpty(c.optStr("username"))
-	p.Password = nonEmpty(c.optStr("password"))
-	p.UseSSL = c.optBool("useSSL")
-	if err := c.err(); err != nil {
+	p.BlockName = c.Str("blockName", true)
+	p.ServerHost = nonEmpty(c.OptStr("serverHost"))
+	port := nonEmpty(c.OptStr("serverPort"))
+	p.APIVersion = nonEmpty(c.OptStr("apiVersion"))
+	p.Username = nonEmpty(c.OptStr("username"))
+	p.Password = nonEmpty(c.OptStr("password"))
+	p.UseSSL = c.OptBool("useSSL")
+	if err := c.Err(); err != nil {
 		return p, err
 	}
 	if port != nil {
 		// The Python proxy assigned the string unvalidated and saved a
 		// corrupt block; we store the integer the block type declares, and
 		// refuse what is not one with the route's 400.
-		n, typ, _ := laxInt(*port)
+		n, typ, _ := validate.LaxInt(*port)
 		if typ != "" {
 			return p, badRequest(msgAirbyteServerUpdate)
 		}
@@ -124,16 +125,16 @@ type AirbyteConnectionPayload struct {
 
 func decodeAirbyteConnection(_ map[string]string, body []byte) (AirbyteConnectionPayload, error) {
 	var p AirbyteConnectionPayload
-	c, err := modelBody(body)
+	c, err := validate.Model(body)
 	if err != nil {
 		return p, err
 	}
-	p.ServerBlockName = c.str("serverBlockName", true)
-	connID := c.str("connectionId", true)
-	p.ConnectionBlockName = c.str("connectionBlockName", true)
-	p.ConnectionName = c.str("connectionName", false)
-	p.Extra, _ = c.dict("extra", false)
-	if err := c.err(); err != nil {
+	p.ServerBlockName = c.Str("serverBlockName", true)
+	connID := c.Str("connectionId", true)
+	p.ConnectionBlockName = c.Str("connectionBlockName", true)
+	p.ConnectionName = c.Str("connectionName", false)
+	p.Extra, _ = c.Dict("extra", false)
+	if err := c.Err(); err != nil {
 		return p, err
 	}
 	// The block's connection_id is a uuid.UUID: pydantic accepts the same
@@ -158,13 +159,13 @@ type SecretPayload struct {
 
 func decodeSecret(_ map[string]string, body []byte) (SecretPayload, error) {
 	var p SecretPayload
-	c, err := modelBody(body)
+	c, err := validate.Model(body)
 	if err != nil {
 		return p, err
 	}
-	p.Secret = c.str("secret", true)
-	name := c.str("blockName", true)
-	if err := c.err(); err != nil {
+	p.Secret = c.Str("secret", true)
+	name := c.Str("blockName", true)
+	if err := c.Err(); err != nil {
 		return p, err
 	}
 	p.BlockName = CleanBlockName(name)
@@ -178,7 +179,7 @@ type BlockDeletePayload struct {
 
 func decodeBlockDelete(params map[string]string, _ []byte) (BlockDeletePayload, error) {
 	id := params["block_id"]
-	if !isUUIDPath(id) {
+	if !validate.UUIDPath(id) {
 		return BlockDeletePayload{}, badRequest("%s", notFoundText)
 	}
 	return BlockDeletePayload{BlockID: id}, nil

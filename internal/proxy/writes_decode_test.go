@@ -201,7 +201,7 @@ func TestDecode(t *testing.T) {
 		{name: "schedule: bool scheduledTime", op: OpFlowRunSchedule, params: dep, body: `{"runParams":{},"scheduledTime":true}`, status: 422,
 			want: `{"detail":[{"type":"datetime_type","loc":["body","scheduledTime"],"msg":"Input should be a valid datetime"}]}`},
 		{name: "schedule: bad scheduledTime", op: OpFlowRunSchedule, params: dep, body: `{"runParams":{},"scheduledTime":"bad"}`, status: 422,
-			want: `{"detail":[{"type":"datetime_from_date_parsing","loc":["body","scheduledTime"],"msg":"Input should be a valid datetime or date, invalid datetime format"}]}`},
+			want: `{"detail":[{"type":"datetime_from_date_parsing","loc":["body","scheduledTime"],"msg":"Input should be a valid datetime or date, input is too short"}]}`},
 		{name: "schedule: offset time", op: OpFlowRunSchedule, params: dep, body: `{"runParams":{"a":1},"scheduledTime":"2026-01-02 03:04:05+05:30"}`,
 			want: `{"deployment_id":"` + depID + `","params":{"a":1},"scheduled_time":"2026-01-01T21:34:05Z"}`},
 		{name: "schedule: naive time is UTC", op: OpFlowRunSchedule, params: dep, body: `{"runParams":{},"scheduledTime":"2026-01-02T03:04"}`,

@@ -13,6 +13,7 @@ import (
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/validate"
 )
 
 const (
@@ -41,25 +42,25 @@ type DeploymentCreatePayload struct {
 
 func decodeDeploymentCreate(_ map[string]string, body []byte) (DeploymentCreatePayload, error) {
 	var p DeploymentCreatePayload
-	c, err := modelBody(body)
+	c, err := validate.Model(body)
 	if err != nil {
 		return p, err
 	}
-	c.str("flow_name", true) // required, then ignored, as in Python
-	p.DeploymentName = c.str("deployment_name", true)
-	p.OrgSlug = c.str("org_slug", true)
-	p.Params, _ = c.dict("deployment_params", true)
-	p.Cron = deref(c.optStr("cron"))
-	p.WorkQueue = deref(c.optStr("work_queue_name"))
-	p.WorkPool = deref(c.optStr("work_pool_name"))
-	if err := c.err(); err != nil {
+	c.Str("flow_name", true) // required, then ignored, as in Python
+	p.DeploymentName = c.Str("deployment_name", true)
+	p.OrgSlug = c.Str("org_slug", true)
+	p.Params, _ = c.Dict("deployment_params", true)
+	p.Cron = deref(c.OptStr("cron"))
+	p.WorkQueue = deref(c.OptStr("work_queue_name"))
+	p.WorkPool = deref(c.OptStr("work_pool_name"))
+	if err := c.Err(); err != nil {
 		return p, err
 	}
 	return p, nil
 }
 
 // DeploymentUpdatePayload is route 15's job payload. A key absent from the
-// request leaves that field unchanged (docs/ARCHITECTURE.md); Django always sends both
+// request leaves that field unchanged ("Compatibility" in docs/ARCHITECTURE.md); Django always sends both
 // cron and deployment_params, so it sees the Python proxy's replacement.
 type DeploymentUpdatePayload struct {
 	DeploymentID string         `json:"deployment_id"`
@@ -73,20 +74,20 @@ type DeploymentUpdatePayload struct {
 
 func decodeDeploymentUpdate(params map[string]string, body []byte) (DeploymentUpdatePayload, error) {
 	var p DeploymentUpdatePayload
-	c, err := modelBody(body)
+	c, err := validate.Model(body)
 	if err != nil {
 		return p, err
 	}
-	p.Params, p.ParamsSet = c.dict("deployment_params", false)
-	p.CronSet = c.has("cron")
-	p.Cron = deref(c.optStr("cron"))
-	p.WorkQueue = deref(c.optStr("work_queue_name"))
-	p.WorkPool = deref(c.optStr("work_pool_name"))
-	if err := c.err(); err != nil {
+	p.Params, p.ParamsSet = c.Dict("deployment_params", false)
+	p.CronSet = c.Has("cron")
+	p.Cron = deref(c.OptStr("cron"))
+	p.WorkQueue = deref(c.OptStr("work_queue_name"))
+	p.WorkPool = deref(c.OptStr("work_pool_name"))
+	if err := c.Err(); err != nil {
 		return p, err
 	}
 	p.DeploymentID = params["deployment_id"]
-	if !isUUIDPath(p.DeploymentID) {
+	if !validate.UUIDPath(p.DeploymentID) {
 		return p, badRequest(msgDeploymentUpdate)
 	}
 	return p, nil
@@ -100,7 +101,7 @@ type EntrypointPayload struct {
 
 func decodeEntrypoint(params map[string]string, body []byte) (EntrypointPayload, error) {
 	var p EntrypointPayload
-	obj, err := dictBody(body, false)
+	obj, err := validate.Dict(body, false)
 	if err != nil {
 		return p, err
 	}
@@ -109,7 +110,7 @@ func decodeEntrypoint(params map[string]string, body []byte) (EntrypointPayload,
 		return p, badRequest("entrypoint (string) is required")
 	}
 	p.DeploymentID, p.Entrypoint = params["deployment_id"], ep
-	if !isUUIDPath(p.DeploymentID) {
+	if !validate.UUIDPath(p.DeploymentID) {
 		return p, badRequest(msgEntrypoint)
 	}
 	return p, nil
@@ -122,7 +123,7 @@ type DeploymentDeletePayload struct {
 
 func decodeDeploymentDelete(params map[string]string, _ []byte) (DeploymentDeletePayload, error) {
 	id := params["deployment_id"]
-	if !isUUIDPath(id) {
+	if !validate.UUIDPath(id) {
 		return DeploymentDeletePayload{}, badRequest("%s", notFoundText)
 	}
 	return DeploymentDeletePayload{DeploymentID: id}, nil
@@ -142,7 +143,7 @@ func decodeSetSchedule(params map[string]string, _ []byte) (SetSchedulePayload, 
 		return p, apperr.New(apperr.Invalid, "incorrect status value")
 	}
 	p.DeploymentID, p.Active = params["deployment_id"], status == "active"
-	if !isUUIDPath(p.DeploymentID) {
+	if !validate.UUIDPath(p.DeploymentID) {
 		return p, badRequest(msgSetSchedule)
 	}
 	return p, nil

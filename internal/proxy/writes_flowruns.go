@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/validate"
 )
 
 const (
@@ -33,7 +34,7 @@ type FlowRunCreatePayload struct {
 // overrides (absent, null and {} are the same).
 func decodeFlowRunCreate(params map[string]string, body []byte) (FlowRunCreatePayload, error) {
 	var p FlowRunCreatePayload
-	obj, err := dictBody(body, true)
+	obj, err := validate.Dict(body, true)
 	if err != nil {
 		return p, err
 	}
@@ -44,13 +45,13 @@ func decodeFlowRunCreate(params map[string]string, body []byte) (FlowRunCreatePa
 // decodeFlowRunSchedule is route 32 (ScheduleFlowRunRequest).
 func decodeFlowRunSchedule(params map[string]string, body []byte) (FlowRunCreatePayload, error) {
 	var p FlowRunCreatePayload
-	c, err := modelBody(body)
+	c, err := validate.Model(body)
 	if err != nil {
 		return p, err
 	}
-	p.Params, _ = c.dict("runParams", true)
-	p.ScheduledTime = c.optDatetime("scheduledTime")
-	if err := c.err(); err != nil {
+	p.Params, _ = c.Dict("runParams", true)
+	p.ScheduledTime = c.OptDatetime("scheduledTime")
+	if err := c.Err(); err != nil {
 		return p, err
 	}
 	return p, deploymentRef(params, &p)
@@ -78,7 +79,7 @@ type FlowRunPayload struct {
 
 func decodeFlowRunDelete(params map[string]string, _ []byte) (FlowRunPayload, error) {
 	id := params["flow_run_id"]
-	if !isUUIDPath(id) {
+	if !validate.UUIDPath(id) {
 		return FlowRunPayload{}, badRequest("%s", msgFlowRun(id))
 	}
 	return FlowRunPayload{FlowRunID: id}, nil
@@ -94,18 +95,18 @@ type FlowRunRetryPayload struct {
 
 func decodeFlowRunRetry(params map[string]string, body []byte) (FlowRunRetryPayload, error) {
 	var p FlowRunRetryPayload
-	c, err := modelBody(body)
+	c, err := validate.Model(body)
 	if err != nil {
 		return p, err
 	}
-	p.Minutes = c.integer("minutes")
-	if err := c.err(); err != nil {
+	p.Minutes = c.Int("minutes")
+	if err := c.Err(); err != nil {
 		return p, err
 	}
 	p.FlowRunID = params["flow_run_id"]
 	// pendulum overflowed (inside the route's try) long before this bound.
 	const maxMinutes = 1 << 30
-	if !isUUIDPath(p.FlowRunID) || p.Minutes > maxMinutes || p.Minutes < -maxMinutes {
+	if !validate.UUIDPath(p.FlowRunID) || p.Minutes > maxMinutes || p.Minutes < -maxMinutes {
 		return p, badRequest("%s", msgFlowRun(p.FlowRunID))
 	}
 	return p, nil
@@ -120,21 +121,21 @@ type FlowRunCancelPayload struct {
 
 func decodeFlowRunCancel(params map[string]string, body []byte) (FlowRunCancelPayload, error) {
 	var p FlowRunCancelPayload
-	c, err := modelBody(body)
+	c, err := validate.Model(body)
 	if err != nil {
 		return p, err
 	}
-	if st := c.model("state"); st != nil {
-		p.StateName = st.str("name", true)
-		st.literal("type", "CANCELLING")
-		c.merge(st)
+	if st := c.Model("state"); st != nil {
+		p.StateName = st.Str("name", true)
+		st.Literal("type", "CANCELLING")
+		c.Merge(st)
 	}
-	p.Force = c.str("force", true)
-	if err := c.err(); err != nil {
+	p.Force = c.Str("force", true)
+	if err := c.Err(); err != nil {
 		return p, err
 	}
 	p.FlowRunID = params["flow_run_id"]
-	if !isUUIDPath(p.FlowRunID) {
+	if !validate.UUIDPath(p.FlowRunID) {
 		return p, badRequest(msgCancelQueued)
 	}
 	return p, nil

@@ -21,6 +21,7 @@ import (
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/retry"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/testenv"
 )
 
@@ -53,13 +54,16 @@ func runOp(t *testing.T, s *Service, name string, params map[string]string, body
 	if err != nil {
 		t.Fatal(err)
 	}
-	for attempt := 1; ; attempt++ {
-		v, err := o.Run(context.Background(), s, raw, jobID)
-		if err == nil || !prefect.Retryable(err) || attempt == 10 {
-			return v, err
-		}
-		time.Sleep(prefect.Backoff(100*time.Millisecond, 2*time.Second, attempt))
-	}
+	var v any
+	err = retry.Do(context.Background(), 10, retry.Exponential{Base: 100 * time.Millisecond, Max: 2 * time.Second},
+		func(ctx context.Context) error {
+			v, err = o.Run(ctx, s, raw, jobID)
+			if err != nil && !prefect.Retryable(err) {
+				return retry.Permanent(err)
+			}
+			return err
+		})
+	return v, err
 }
 
 // okFn returns a checker for runOp's results: no error, the answer as JSON.

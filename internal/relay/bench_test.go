@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -39,46 +38,20 @@ const benchKey = "bench-key"
 type benchRig struct {
 	api    *httptest.Server
 	rdb    redis.UniversalClient
-	django *benchDjango
+	django *testenv.Django
 	cfg    config.Config
 	log    *logrus.Logger
-}
-
-// benchDjango records when each run's notification arrived.
-type benchDjango struct {
-	*httptest.Server
-	down atomic.Bool
-	mu   sync.Mutex
-	at   map[string]time.Time
-	n    atomic.Int64
 }
 
 func newBenchRig(b *testing.B, schedule string) *benchRig {
 	b.Helper()
 	redisURL := testenv.Redis(b)
-	dj := &benchDjango{at: map[string]time.Time{}}
-	dj.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if dj.down.Load() {
-			w.WriteHeader(503)
-			return
-		}
-		// "...with id <uuid> entered state..."
-		s := string(body)
-		if i := strings.Index(s, " with id "); i >= 0 && len(s) >= i+9+36 {
-			dj.mu.Lock()
-			dj.at[s[i+9:i+9+36]] = time.Now()
-			dj.mu.Unlock()
-		}
-		dj.n.Add(1)
-		_, _ = w.Write([]byte(`{"status":"ok"}`))
-	}))
-	b.Cleanup(dj.Close)
+	dj := testenv.NewDjango(b, "dj")
 	cfg, err := config.Load(func(k string) string {
 		return map[string]string{
 			"REDIS_URL": redisURL, "JOB_ENCRYPTION_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
 			"RELAY_INBOUND_KEY": benchKey, "PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "dj",
-			"DJANGO_WEBHOOK_URL": dj.URL + "/webhooks/v1/notification/", "RELAY_RETRY_SCHEDULE": schedule,
+			"DJANGO_WEBHOOK_URL": dj.URL, "RELAY_RETRY_SCHEDULE": schedule,
 		}[k]
 	})
 	if err != nil {
@@ -204,18 +177,16 @@ func BenchmarkRelayLatency(b *testing.B) {
 	}
 	wg.Wait()
 	deadline := time.Now().Add(60 * time.Second)
-	for r.django.n.Load() < int64(total) && time.Now().Before(deadline) {
+	for len(r.django.Accepted()) < total && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	b.StopTimer()
 	var lat []time.Duration
-	r.django.mu.Lock()
-	for run, t := range sent {
-		if at, ok := r.django.at[run]; ok {
-			lat = append(lat, at.Sub(t))
+	for _, req := range r.django.Accepted() {
+		if t, ok := sent[req.FlowRunID]; ok {
+			lat = append(lat, req.At.Sub(t))
 		}
 	}
-	r.django.mu.Unlock()
 	if len(lat) != total {
 		b.Fatalf("Django received %d of %d", len(lat), total)
 	}
@@ -232,7 +203,7 @@ func BenchmarkRelayLatency(b *testing.B) {
 // Reported: the time from Django's return to the last delivery.
 func BenchmarkRelayDrain(b *testing.B) {
 	r := newBenchRig(b, "1s")
-	r.django.down.Store(true)
+	r.django.RespondWith(func(int) int { return http.StatusServiceUnavailable })
 	r.startWorker(b)
 	const total = 10000
 	var wg sync.WaitGroup
@@ -259,13 +230,13 @@ func BenchmarkRelayDrain(b *testing.B) {
 	}
 	b.ResetTimer()
 	start := time.Now()
-	r.django.down.Store(false)
-	for deadline := time.Now().Add(5 * time.Minute); r.django.n.Load() < total && time.Now().Before(deadline); {
+	r.django.RespondWith(nil)
+	for deadline := time.Now().Add(5 * time.Minute); len(r.django.Accepted()) < total && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond)
 	}
 	el := time.Since(start)
 	b.StopTimer()
-	if got := r.django.n.Load(); got != total {
+	if got := len(r.django.Accepted()); got != total {
 		b.Fatalf("Django received %d of %d", got, total)
 	}
 	b.ReportMetric(el.Seconds(), "drain-s")

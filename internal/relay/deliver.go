@@ -7,10 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/retry"
 )
 
 // TaskType is the asynq task that delivers one notification to Django.
@@ -90,33 +89,15 @@ func (d *Django) Send(ctx context.Context, webhookID string, n Notification) err
 	case s == 400 || s == 401 || s == 403 || s == 410:
 		return &DeliveryError{Status: s, Permanent: true}
 	default:
-		return &DeliveryError{Status: s, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
+		return &DeliveryError{Status: s, RetryAfter: retry.After(resp.Header.Get("Retry-After"), time.Now())}
 	}
-}
-
-func retryAfter(v string) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(v); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return time.Until(t)
-	}
-	return 0
 }
 
 // RetryDelay is the asynq RetryDelayFunc for relay tasks: RELAY_RETRY_SCHEDULE
 // (its last entry repeating) with ±20 % jitter, or Retry-After when longer.
 // n is the number of retries so far (0 after the first failure).
 func RetryDelay(schedule []time.Duration, n int, err error) time.Duration {
-	if len(schedule) == 0 {
-		schedule = []time.Duration{5 * time.Second}
-	}
-	d := schedule[min(n, len(schedule)-1)]
-	d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	d := retry.Schedule(schedule).Delay(n)
 	var de *DeliveryError
 	if errors.As(err, &de) && de.RetryAfter > d {
 		d = min(de.RetryAfter, 6*time.Hour)
@@ -190,33 +171,8 @@ func (h *Handler) Process(ctx context.Context, n Notification, owner string, las
 	webhookID := WebhookID(n)
 	log = log.WithField("webhook_id", webhookID)
 
-	for {
-		v, err := h.Store.Admit(ctx, n, owner)
-		if err != nil {
-			return err
-		}
-		switch v {
-		case Duplicate:
-			log.Debug("relay: duplicate notification dropped")
-			h.Metrics.delivery("duplicate")
-			return nil
-		case Stale:
-			log.Info("relay: stale state dropped (the run already reached a newer terminal state)")
-			h.Metrics.delivery("stale")
-			return nil
-		case Busy:
-			wait := h.BusyWait
-			if wait <= 0 {
-				wait = 10 * time.Millisecond
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(wait):
-			}
-			continue
-		}
-		break
+	if admitted, err := h.admit(ctx, n, owner, log); !admitted {
+		return err
 	}
 
 	start := time.Now()
@@ -239,6 +195,45 @@ func (h *Handler) Process(ctx context.Context, n Notification, owner string, las
 		log.Debug("relay: delivered")
 		return nil
 	}
+	return h.failed(err, n, lastAttempt, log)
+}
+
+// admit waits until the store lets this task deliver n; false (with the
+// error, if any) when n must not be delivered: a duplicate or a stale state.
+func (h *Handler) admit(ctx context.Context, n Notification, owner string, log *logrus.Entry) (bool, error) {
+	for {
+		v, err := h.Store.Admit(ctx, n, owner)
+		if err != nil {
+			return false, err
+		}
+		switch v {
+		case Duplicate:
+			log.Debug("relay: duplicate notification dropped")
+			h.Metrics.delivery("duplicate")
+			return false, nil
+		case Stale:
+			log.Info("relay: stale state dropped (the run already reached a newer terminal state)")
+			h.Metrics.delivery("stale")
+			return false, nil
+		case Busy:
+			wait := h.BusyWait
+			if wait <= 0 {
+				wait = 10 * time.Millisecond
+			}
+			select {
+			case <-ctx.Done():
+				return false, ctx.Err()
+			case <-time.After(wait):
+			}
+			continue
+		}
+		return true, nil
+	}
+}
+
+// failed decides what a failed send becomes: archived at once (Django
+// rejects it), archived for good (the retry window is spent), or retried.
+func (h *Handler) failed(err error, n Notification, lastAttempt bool, log *logrus.Entry) error {
 	var de *DeliveryError
 	if errors.As(err, &de) && de.Permanent {
 		h.Metrics.delivery("rejected")

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -22,15 +23,16 @@ type Enqueuer interface {
 	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
 }
 
-// Ingress accepts notifications from Prefect and queues them durably.
+// Ingress is the relay's one entry point: Prefect's notifications come in
+// through Ingest and leave durably queued for a worker to deliver.
 type Ingress struct {
 	Queue    Enqueuer
 	Key      string // RELAY_INBOUND_KEY
 	States   StateFilter
 	MaxRetry int // MaxRetries(RELAY_RETRY_SCHEDULE)
 	Log      logrus.FieldLogger
-	Metrics  *Metrics
 	Now      func() time.Time
+	metrics  *inboundMetrics
 }
 
 // Outcome is what the ingress did with a notification.
@@ -41,10 +43,61 @@ type Outcome struct {
 	WebhookID string `json:"webhook_id,omitempty"`
 }
 
-// KeyMatches compares the presented X-Notification-Key in constant time
-// (hashing first hides the key's length too). No configured key matches
-// nothing: an open relay would let anyone trigger Django's failure e-mails.
-func (i *Ingress) KeyMatches(got string) bool {
+// MaxBody bounds an inbound notification; real ones are < 2 KiB.
+const MaxBody = 1 << 20
+
+// Errors of Ingest besides *ParseError (an unusable body) and *QueueError
+// (Redis refused the delivery).
+var (
+	ErrOff          = errors.New("relay is not configured: set PREFECT_NOTIFICATIONS_WEBHOOK_KEY (the key Django checks) to turn it on")
+	ErrUnauthorized = errors.New("missing or invalid X-Notification-Key")
+	ErrTooLarge     = errors.New("notification body exceeds 1 MiB")
+	ErrUnreadable   = errors.New("could not read the notification body")
+)
+
+// QueueError is a notification the queue (Redis) refused.
+type QueueError struct{ Err error }
+
+func (e *QueueError) Error() string {
+	return "could not queue the notification (Redis unavailable): " + e.Err.Error()
+}
+func (e *QueueError) Unwrap() error { return e.Err }
+
+// Ingest checks the presented X-Notification-Key, reads and parses the body
+// and queues the notification. Every failure is a typed error (see ErrOff
+// and the errors next to it) and is counted in relay_inbound_total; a nil
+// Ingress (relay off) answers ErrOff.
+func (i *Ingress) Ingest(ctx context.Context, key string, body io.Reader) (Outcome, error) {
+	if i == nil {
+		return Outcome{}, ErrOff
+	}
+	if !i.keyMatches(key) {
+		i.metrics.in("unauthorized")
+		return Outcome{}, ErrUnauthorized
+	}
+	data, err := io.ReadAll(io.LimitReader(body, MaxBody+1))
+	switch {
+	case err != nil:
+		return Outcome{}, fmt.Errorf("%w: %w", ErrUnreadable, err)
+	case len(data) > MaxBody:
+		i.metrics.in("too_large")
+		return Outcome{}, ErrTooLarge
+	}
+	out, err := i.accept(ctx, data)
+	var pe *ParseError
+	if errors.As(err, &pe) && i.Log != nil {
+		// Prefect never retries a webhook: this line and the
+		// relay_inbound_total{result="unparseable"} counter are all that is
+		// left of the notification.
+		i.Log.WithFields(logrus.Fields{"bytes": len(data), "reason": pe.Message}).Warn("relay: unparseable notification dropped")
+	}
+	return out, err
+}
+
+// keyMatches compares the presented key in constant time (hashing first
+// hides the key's length too). No configured key matches nothing: an open
+// relay would let anyone trigger Django's failure e-mails.
+func (i *Ingress) keyMatches(got string) bool {
 	if i.Key == "" {
 		return false
 	}
@@ -52,17 +105,16 @@ func (i *Ingress) KeyMatches(got string) bool {
 	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
 }
 
-// Accept parses body and queues it. A *ParseError means the body is unusable;
-// any other error means the queue (Redis) refused it.
-func (i *Ingress) Accept(ctx context.Context, body []byte) (Outcome, error) {
+// accept parses body and queues it.
+func (i *Ingress) accept(ctx context.Context, body []byte) (Outcome, error) {
 	n, err := Parse(body)
 	if err != nil {
-		i.Metrics.in("unparseable")
+		i.metrics.in("unparseable")
 		return Outcome{}, err
 	}
 	out := Outcome{FlowRunID: n.FlowRunID, State: n.State}
 	if !i.States.Allows(n.State) {
-		i.Metrics.in("ignored")
+		i.metrics.in("ignored")
 		out.Status = "ignored"
 		return out, nil
 	}
@@ -73,8 +125,8 @@ func (i *Ingress) Accept(ctx context.Context, body []byte) (Outcome, error) {
 	n.Received = now().UTC()
 	queued, err := Enqueue(ctx, i.Queue, n, i.MaxRetry)
 	if err != nil {
-		i.Metrics.in("enqueue_failed")
-		return out, err
+		i.metrics.in("enqueue_failed")
+		return out, &QueueError{Err: err}
 	}
 	if n.Complete() {
 		out.WebhookID = WebhookID(n)
@@ -82,9 +134,9 @@ func (i *Ingress) Accept(ctx context.Context, body []byte) (Outcome, error) {
 	out.Status = "queued"
 	if !queued {
 		out.Status = "duplicate"
-		i.Metrics.in("duplicate")
+		i.metrics.in("duplicate")
 	} else {
-		i.Metrics.in("queued")
+		i.metrics.in("queued")
 	}
 	return out, nil
 }

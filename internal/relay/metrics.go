@@ -1,31 +1,25 @@
 package relay
 
 import (
-	"errors"
-	"reflect"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the relay's Prometheus collectors. A nil *Metrics is valid and
-// records nothing (tests, tools).
+// Metrics are the worker side's Prometheus collectors (deliveries and the
+// reconciler); the ingress has its own (newInboundMetrics), so a process that
+// runs both — the api with its embedded worker — registers each collector
+// once. A nil *Metrics is valid and records nothing (tests, tools).
 type Metrics struct {
-	inbound    *prometheus.CounterVec
 	deliveries *prometheus.CounterVec
 	send       prometheus.Histogram
 	endToEnd   prometheus.Histogram
 	reconciled prometheus.Counter
 }
 
-// NewMetrics registers the relay collectors on reg. The api and the worker
-// each register the ones they use on their own registry.
+// NewMetrics registers the worker side's collectors on reg (nil: none).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		inbound: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "relay_inbound_total",
-			Help: "Notifications received from Prefect by outcome (queued, duplicate, ignored, unauthorized, unparseable, too_large, enqueue_failed).",
-		}, []string{"result"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_deliveries_total",
 			Help: "Delivery attempts to Django by outcome (delivered, duplicate, stale, filtered, retry, rejected, archived, not_found).",
@@ -45,33 +39,29 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Terminal states the reconciler found in Prefect and queued.",
 		}),
 	}
-	m.inbound = register(reg, m.inbound)
-	m.deliveries = register(reg, m.deliveries)
-	m.send = register(reg, m.send)
-	m.endToEnd = register(reg, m.endToEnd)
-	m.reconciled = register(reg, m.reconciled)
+	if reg != nil {
+		reg.MustRegister(m.deliveries, m.send, m.endToEnd, m.reconciled)
+	}
 	return m
 }
 
-// register adds c to reg, or returns the collector already there: in
-// embedded mode the api and its in-process worker share one registry.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if reg == nil || reflect.ValueOf(reg).IsNil() {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
+// inboundMetrics is the ingress's counter.
+type inboundMetrics struct {
+	inbound *prometheus.CounterVec
 }
 
-func (m *Metrics) in(result string) {
+func newInboundMetrics(reg prometheus.Registerer) *inboundMetrics {
+	m := &inboundMetrics{inbound: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_inbound_total",
+		Help: "Notifications received from Prefect by outcome (queued, duplicate, ignored, unauthorized, unparseable, too_large, enqueue_failed).",
+	}, []string{"result"})}
+	if reg != nil {
+		reg.MustRegister(m.inbound)
+	}
+	return m
+}
+
+func (m *inboundMetrics) in(result string) {
 	if m != nil {
 		m.inbound.WithLabelValues(result).Inc()
 	}
@@ -100,6 +90,3 @@ func (m *Metrics) reconcileQueued(n int) {
 		m.reconciled.Add(float64(n))
 	}
 }
-
-// Inbound counts an ingress outcome decided outside Accept (key, size).
-func (m *Metrics) Inbound(result string) { m.in(result) }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/DalgoT4D/prefect-proxy-go/internal/validate"
 	"github.com/google/uuid"
 )
 
@@ -112,31 +113,7 @@ func parseObject(obj map[string]json.RawMessage, depth int) (Notification, error
 		return Notification{}, parseErr("body nests too deeply")
 	}
 	if raw, ok := obj["body"]; ok {
-		raw = bytes.TrimSpace(raw)
-		switch {
-		case len(raw) > 0 && raw[0] == '"':
-			var s string
-			if err := json.Unmarshal(raw, &s); err != nil {
-				return Notification{}, parseErr("body.body is not a JSON string")
-			}
-			if n, ok := parseText(s); ok {
-				return n, nil
-			}
-			// Django's "path A": the text is itself a JSON flow run.
-			var inner map[string]json.RawMessage
-			if t := strings.TrimSpace(s); strings.HasPrefix(t, "{") && json.Unmarshal([]byte(t), &inner) == nil {
-				return parseObject(inner, depth+1)
-			}
-			return Notification{}, parseErr("body.body does not match %q", "Flow run <name> with id <uuid> entered state <State>")
-		case len(raw) > 0 && raw[0] == '{':
-			var inner map[string]json.RawMessage
-			if err := json.Unmarshal(raw, &inner); err != nil {
-				return Notification{}, parseErr("body.body is not a valid JSON object")
-			}
-			return parseObject(inner, depth+1)
-		default:
-			return Notification{}, parseErr("body.body must be a string or an object")
-		}
+		return parseBody(bytes.TrimSpace(raw), depth)
 	}
 	if _, ok := obj["event"]; ok {
 		if _, ok := obj["resource"]; ok {
@@ -150,6 +127,33 @@ func parseObject(obj map[string]json.RawMessage, depth int) (Notification, error
 		return parseFlowRun(obj)
 	}
 	return Notification{}, parseErr("unrecognised notification: expected a \"body\", a Prefect event, a flow run, or the relay template")
+}
+
+// parseBody reads the "body" member: Prefect 2's text, a flow run as JSON
+// text (Django's "path A"), or a nested object.
+func parseBody(raw json.RawMessage, depth int) (Notification, error) {
+	switch {
+	case len(raw) > 0 && raw[0] == '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return Notification{}, parseErr("body.body is not a JSON string")
+		}
+		if n, ok := parseText(s); ok {
+			return n, nil
+		}
+		var inner map[string]json.RawMessage
+		if t := strings.TrimSpace(s); strings.HasPrefix(t, "{") && json.Unmarshal([]byte(t), &inner) == nil {
+			return parseObject(inner, depth+1)
+		}
+		return Notification{}, parseErr("body.body does not match %q", "Flow run <name> with id <uuid> entered state <State>")
+	case len(raw) > 0 && raw[0] == '{':
+		var inner map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &inner); err != nil {
+			return Notification{}, parseErr("body.body is not a valid JSON object")
+		}
+		return parseObject(inner, depth+1)
+	}
+	return Notification{}, parseErr("body.body must be a string or an object")
 }
 
 func parseText(s string) (Notification, bool) {
@@ -292,11 +296,8 @@ func finish(n Notification, id, ts string) (Notification, error) {
 // parseTime accepts RFC 3339 and Python's str(datetime) ("2026-01-02
 // 03:04:05.123456+00:00", what Jinja renders); a zone-less time is UTC.
 func parseTime(s string) (time.Time, error) {
-	s = strings.Replace(strings.TrimSpace(s), " ", "T", 1)
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999Z0700", "2006-01-02T15:04:05.999999999"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t.UTC(), nil
-		}
+	if t, ok := validate.ISO(s); ok {
+		return t, nil
 	}
 	return time.Time{}, errors.New("not a date-time")
 }

@@ -6,9 +6,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
@@ -59,29 +61,21 @@ func (r *Reconciler) now() time.Time {
 	return time.Now()
 }
 
-// Run ticks every Interval until ctx ends. Every worker runs it; a Redis
-// lease lets exactly one of them scan per interval.
-func (r *Reconciler) Run(ctx context.Context) {
-	if r.Interval <= 0 || r.Prefect == nil {
-		return
-	}
-	// Take the cursor at once, so "first start = now" is the start of the
-	// process, not one interval later.
-	if _, err := r.Tick(ctx); err != nil && ctx.Err() == nil {
+// TaskReconcile is the asynq task of one reconciler scan, on the
+// maintenance queue. Every worker's scheduler enqueues it each interval
+// (asynq.Unique drops copies while one waits); the Redis lease in Tick lets
+// one scan run per interval whichever worker takes the task.
+const TaskReconcile = "relay:reconcile"
+
+// ProcessTask runs one scan (the asynq handler of TaskReconcile). A failed
+// scan is archived, visible in /monitoring/; the next interval's scan
+// covers its window again.
+func (r *Reconciler) ProcessTask(ctx context.Context, _ *asynq.Task) error {
+	if _, err := r.Tick(ctx); err != nil {
 		r.Log.WithError(err).Warn("relay reconciler: scan failed")
+		return fmt.Errorf("relay reconciler: %w: %w", err, asynq.SkipRetry)
 	}
-	t := time.NewTicker(r.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := r.Tick(ctx); err != nil && ctx.Err() == nil {
-				r.Log.WithError(err).Warn("relay reconciler: scan failed")
-			}
-		}
-	}
+	return nil
 }
 
 // Tick runs one scan if this worker wins the lease; it returns how many
@@ -92,42 +86,67 @@ func (r *Reconciler) Tick(ctx context.Context) (int, error) {
 			return 0, err
 		}
 	}
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	token := hex.EncodeToString(b[:])
-	lease := r.Interval
-	if lease < time.Second {
-		lease = time.Second
-	}
-	// The lease outlives the scan on purpose (it is not released on success):
-	// a second worker ticking a moment later must not scan the same window.
-	ok, err := r.Redis.SetNX(ctx, reconcileLockKey, token, lease*9/10).Result()
-	if err != nil || !ok {
+	if won, err := r.lease(ctx); !won || err != nil {
 		return 0, err
 	}
 	scanStart := r.now().UTC()
 	start := strconv.FormatInt(scanStart.UnixMicro(), 10)
-	if err := r.Redis.SetNX(ctx, originKey, start, 0).Err(); err != nil {
+	since, first, err := r.window(ctx, scanStart, start)
+	if err != nil || first {
 		return 0, err
 	}
-	first, err := r.Redis.SetNX(ctx, cursorKey, start, 0).Result()
+	rows, err := r.scan(ctx, since)
 	if err != nil {
+		// Keep the lease: the next tick retries the same window.
 		return 0, err
 	}
-	if first {
-		// Never replay history: it would resend every old failure e-mail.
-		r.Log.WithField("cursor", scanStart).Info("relay reconciler: first start; cursor begins now")
-		return 0, nil
+	queued, err := r.queue(ctx, r.notifications(rows))
+	if err != nil {
+		return queued, err // cursor unchanged: the next scan redoes the window
+	}
+	if err := r.Redis.Set(ctx, cursorKey, start, 0).Err(); err != nil {
+		return queued, err
+	}
+	r.Metrics.reconcileQueued(queued)
+	if queued > 0 {
+		r.Log.WithFields(logrus.Fields{"runs": len(rows), "queued": queued}).Info("relay reconciler: queued terminal states")
+	}
+	return queued, nil
+}
+
+// lease reports whether this worker may scan now. The lease outlives the
+// scan on purpose (it is not released on success): a second worker ticking
+// a moment later must not scan the same window.
+func (r *Reconciler) lease(ctx context.Context) (bool, error) {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	lease := max(r.Interval, time.Second)
+	return r.Redis.SetNX(ctx, reconcileLockKey, hex.EncodeToString(b[:]), lease*9/10).Result()
+}
+
+// window is where this scan starts: the cursor minus the overlap, never
+// before the first start nor more than MaxLookback ago. On the very first
+// start it records the cursor and says so (first): there is nothing to scan.
+func (r *Reconciler) window(ctx context.Context, scanStart time.Time, start string) (since time.Time, first bool, err error) {
+	if err := r.Redis.SetNX(ctx, originKey, start, 0).Err(); err != nil {
+		return since, false, err
+	}
+	if first, err = r.Redis.SetNX(ctx, cursorKey, start, 0).Result(); err != nil || first {
+		if first {
+			// Never replay history: it would resend every old failure e-mail.
+			r.Log.WithField("cursor", scanStart).Info("relay reconciler: first start; cursor begins now")
+		}
+		return since, first, err
 	}
 	raw, err := r.Redis.Get(ctx, cursorKey).Result()
 	if err != nil {
-		return 0, err
+		return since, false, err
 	}
 	us, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil {
-		return 0, errors.New("relay reconciler: bad cursor in Redis")
+		return since, false, errors.New("relay reconciler: bad cursor in Redis")
 	}
-	since := time.UnixMicro(us).UTC().Add(-r.Overlap)
+	since = time.UnixMicro(us).UTC().Add(-r.Overlap)
 	// The overlap must not reach before the first start: runs that ended
 	// then are history, which Prefect may well have sent Django directly.
 	if raw, err := r.Redis.Get(ctx, originKey).Result(); err == nil {
@@ -141,11 +160,11 @@ func (r *Reconciler) Tick(ctx context.Context) (int, error) {
 		r.Log.WithField("cursor", since).Warn("relay reconciler: cursor older than 24 h; scanning the last 24 h only")
 		since = floor
 	}
-	rows, err := r.scan(ctx, since)
-	if err != nil {
-		// Keep the lease: the next tick retries the same window.
-		return 0, err
-	}
+	return since, false, nil
+}
+
+// notifications are the scanned runs' states the relay forwards.
+func (r *Reconciler) notifications(rows []flowRunJSON) []Notification {
 	found := make([]Notification, 0, len(rows))
 	for _, fr := range rows {
 		n, ts := fr.notification()
@@ -156,11 +175,16 @@ func (r *Reconciler) Tick(ctx context.Context) (int, error) {
 		}
 		found = append(found, n)
 	}
-	// Most of what a scan finds was delivered by the webhook (and the overlap
-	// re-reads the previous scan), or is owned by a delivery still retrying:
-	// skip those without queueing a task.
+	return found
+}
+
+// queue queues the deliveries not made yet. Most of what a scan finds was
+// delivered by the webhook (and the overlap re-reads the previous scan), or
+// is owned by a delivery still retrying: those are skipped without a task.
+func (r *Reconciler) queue(ctx context.Context, found []Notification) (int, error) {
 	var done []bool
 	if r.Store != nil && len(found) > 0 {
+		var err error
 		if done, err = r.Store.Known(ctx, found); err != nil {
 			return 0, err
 		}
@@ -173,18 +197,11 @@ func (r *Reconciler) Tick(ctx context.Context) (int, error) {
 		n.Received = r.now().UTC()
 		q, err := Enqueue(ctx, r.Queue, n, r.MaxRetry)
 		if err != nil {
-			return queued, err // cursor unchanged: the next scan redoes the window
+			return queued, err
 		}
 		if q {
 			queued++
 		}
-	}
-	if err := r.Redis.Set(ctx, cursorKey, start, 0).Err(); err != nil {
-		return queued, err
-	}
-	r.Metrics.reconcileQueued(queued)
-	if queued > 0 {
-		r.Log.WithFields(logrus.Fields{"runs": len(rows), "queued": queued}).Info("relay reconciler: queued terminal states")
 	}
 	return queued, nil
 }

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"sync"
 	"testing"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect/prefecttest"
 )
 
@@ -280,5 +283,70 @@ func TestReconcilerWaitsForSetupThenScansFromTheSwitch(t *testing.T) {
 	}
 	if got, _ := time.Parse(time.RFC3339Nano, since[0]); !got.Equal(switched.Truncate(time.Microsecond)) {
 		t.Fatalf("first scan from %v, want the switch %v", since[0], switched)
+	}
+}
+
+// Every worker schedules the reconciler; the maintenance queue holds one scan
+// at a time, and each worker's scheduler shows in asynq (so in /monitoring/).
+func TestReconcilerIsOnePeriodicTaskAcrossWorkers(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	cfg, err := config.Load(func(k string) string {
+		return map[string]string{"PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "dj", "RELAY_RECONCILE_INTERVAL": "1h"}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		w := NewWorker(cfg, r.rdb, r.prefect.Client(), r.h.Log, nil)
+		w.Start()
+		t.Cleanup(w.Stop)
+	}
+	insp := asynq.NewInspectorFromRedisClient(r.rdb)
+	info, err := insp.GetQueueInfo(jobs.QueueMaintenance)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Pending != 1 {
+		t.Fatalf("%d scans pending on the maintenance queue, want 1", info.Pending)
+	}
+	tasks, _ := insp.ListPendingTasks(jobs.QueueMaintenance)
+	if len(tasks) != 1 || tasks[0].Type != TaskReconcile {
+		t.Fatalf("pending tasks %+v, want one %s", tasks, TaskReconcile)
+	}
+	// Schedulers publish their entries with a heartbeat; wait for all three.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		entries, err := insp.SchedulerEntries()
+		if err == nil && len(entries) == 3 {
+			for _, e := range entries {
+				if e.Task.Type() != TaskReconcile || e.Spec != "@every 1h0m0s" {
+					t.Fatalf("scheduler entry %+v", e)
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scheduler entries %v (%v), want 3", entries, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestReconcileTaskRunsAScan(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	rec := &Reconciler{Prefect: r.prefect.Client(), Redis: r.rdb, Queue: &recordingQueue{}, Interval: time.Second,
+		Overlap: time.Minute, Log: r.h.Log}
+	if err := rec.ProcessTask(context.Background(), asynq.NewTask(TaskReconcile, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if r.mr.Exists(cursorKey) != true {
+		t.Fatal("the first scan did not take its cursor")
+	}
+	r.mr.Set(cursorKey, "garbage")
+	r.mr.Del(reconcileLockKey)
+	if err := rec.ProcessTask(context.Background(), nil); !errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("a failed scan: %v, want it archived (SkipRetry)", err)
 	}
 }

@@ -1,13 +1,9 @@
 package relay
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"regexp"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,82 +12,48 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect/prefecttest"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/testenv"
 )
 
 const djangoKey = "django-secret"
 
-// received is one notification the fake Django accepted.
+// received is one notification the test Django accepted.
 type received struct {
 	ID, State, WebhookID string
 }
 
-// fakeDjango applies Django's exact key check (400 "unauthorized") and regex
-// (webhook_api.py / webhook_functions.py) and records what it understood.
-type fakeDjango struct {
-	*httptest.Server
-	mu     sync.Mutex
-	got    []received
-	status func(call int) int // nil: 200
-	calls  int
+// django is testenv's Django (Django's exact key check and regex) seen the
+// way these tests look at it.
+type django struct{ *testenv.Django }
+
+// received lists what Django accepted, in order.
+func (d django) received() []received {
+	var out []received
+	for _, r := range d.Accepted() {
+		out = append(out, received{ID: r.FlowRunID, State: r.State, WebhookID: r.Header.Get("Webhook-Id")})
+	}
+	return out
 }
 
-var djangoRegex = regexp.MustCompile(`Flow run ([a-zA-Z0-9-]+) with id ([a-zA-Z0-9-]+) entered state ([a-zA-Z0-9]+)`)
-
-func newFakeDjango(t testing.TB) *fakeDjango {
-	d := &fakeDjango{}
-	d.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		d.mu.Lock()
-		d.calls++
-		call := d.calls
-		status := d.status
-		d.mu.Unlock()
-		if status != nil {
-			if s := status(call); s != 200 {
-				w.Header().Set("Retry-After", "0")
-				w.WriteHeader(s)
-				return
-			}
+// setStatus makes Django answer f(call) (1-based) instead of its normal
+// answer when f returns anything but 200; nil restores the normal answer.
+func (d django) setStatus(f func(call int) int) {
+	if f == nil {
+		d.RespondWith(nil)
+		return
+	}
+	d.RespondWith(func(n int) int {
+		if s := f(n + 1); s != http.StatusOK {
+			return s
 		}
-		if r.Header.Get("X-Notification-Key") != djangoKey {
-			w.WriteHeader(400)
-			_, _ = w.Write([]byte(`{"detail": "unauthorized"}`))
-			return
-		}
-		var body struct {
-			Body string `json:"body"`
-		}
-		b, _ := io.ReadAll(r.Body)
-		if err := json.Unmarshal(b, &body); err != nil {
-			w.WriteHeader(500)
-			return
-		}
-		if m := djangoRegex.FindStringSubmatch(body.Body); m != nil {
-			d.mu.Lock()
-			d.got = append(d.got, received{ID: m[2], State: m[3], WebhookID: r.Header.Get("Webhook-Id")})
-			d.mu.Unlock()
-		}
-		_, _ = w.Write([]byte(`{"status": "ok"}`))
-	}))
-	t.Cleanup(d.Close)
-	return d
-}
-
-func (d *fakeDjango) received() []received {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]received(nil), d.got...)
-}
-
-func (d *fakeDjango) setStatus(f func(int) int) {
-	d.mu.Lock()
-	d.status = f
-	d.mu.Unlock()
+		return 0
+	})
 }
 
 type rig struct {
 	mr      *miniredis.Miniredis
 	rdb     redis.UniversalClient
-	django  *fakeDjango
+	django  django
 	prefect *prefecttest.Server
 	h       *Handler
 }
@@ -101,9 +63,9 @@ func newRig(t *testing.T) *rig {
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { rdb.Close() })
-	dj := newFakeDjango(t)
+	dj := django{testenv.NewDjango(t, djangoKey)}
 	pf := prefecttest.New(t)
-	u, _ := url.Parse(dj.URL + "/webhooks/v1/notification/")
+	u, _ := url.Parse(dj.URL)
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	return &rig{mr: mr, rdb: rdb, django: dj, prefect: pf, h: &Handler{

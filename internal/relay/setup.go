@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/retry"
 )
 
 // SetupOptions says what the setup command installs in Prefect.
@@ -42,7 +43,7 @@ type SetupResult struct {
 }
 
 // PayloadTemplate is the body Prefect's call-webhook action renders (format 3
-// of Parse). flow_run.state is rebuilt from the triggering event,
+// of "Relay" in docs/ARCHITECTURE.md). flow_run.state is rebuilt from the triggering event,
 // so it names the state that fired even if the run has moved on; .type.value
 // because Jinja renders the enum itself as "StateType.COMPLETED"; tojson
 // quotes names safely (jinja2's own filter, present on every Prefect 3).
@@ -66,19 +67,13 @@ func Setup(ctx context.Context, pc *prefect.Client, o SetupOptions) (SetupResult
 	// again when Prefect's SQLite answers 503 to a write (which Prefect's
 	// client does not retry for non-idempotent calls).
 	var res SetupResult
-	var err error
-	for attempt := 0; attempt < 4; attempt++ {
-		if attempt > 0 {
-			select {
-			case <-ctx.Done():
-				return res, err
-			case <-time.After(prefect.Backoff(500*time.Millisecond, 5*time.Second, attempt)):
-			}
+	err := retry.Do(ctx, 4, retry.Exponential{Base: time.Second, Max: 5 * time.Second}, func(ctx context.Context) error {
+		var err error
+		if res, err = setupOnce(ctx, pc, o); err != nil && !prefect.Retryable(err) {
+			return retry.Permanent(err)
 		}
-		if res, err = setupOnce(ctx, pc, o); err == nil || !prefect.Retryable(err) {
-			return res, err
-		}
-	}
+		return err
+	})
 	return res, err
 }
 

@@ -1,11 +1,9 @@
 package relay
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -34,25 +32,26 @@ func NewAPI(cfg config.Config, rdb redis.UniversalClient, log logrus.FieldLogger
 	if !cfg.RelayEnabled() {
 		return a
 	}
-	m := NewMetrics(reg)
 	a.Ingress = &Ingress{
 		Queue:    asynq.NewClientFromRedisClient(rdb),
 		Key:      cfg.RelayInboundKey,
 		States:   NewStateFilter(cfg.RelayStates),
 		MaxRetry: MaxRetries(cfg.RelayRetrySchedule),
 		Log:      log,
-		Metrics:  m,
+		metrics:  newInboundMetrics(reg),
 	}
 	return a
 }
 
-// Worker is the worker process's side: the delivery handler and the reconciler.
+// Worker is the worker process's side: the delivery handler and the
+// reconciler, a periodic task on the maintenance queue.
 type Worker struct {
 	Handler    *Handler
 	Reconciler *Reconciler
 	schedule   []time.Duration
-	stop       context.CancelFunc
-	done       sync.WaitGroup
+	rdb        redis.UniversalClient
+	log        logrus.FieldLogger
+	scheduler  *asynq.Scheduler
 }
 
 // NewWorker wires the delivery handler and the reconciler on rdb. Callers
@@ -67,6 +66,8 @@ func NewWorker(cfg config.Config, rdb redis.UniversalClient, pc *prefect.Client,
 	}
 	return &Worker{
 		schedule: cfg.RelayRetrySchedule,
+		rdb:      rdb,
+		log:      log,
 		Handler: &Handler{
 			Store:   store,
 			Django:  NewDjango(cfg.DjangoWebhookURL, cfg.NotificationKey),
@@ -96,25 +97,45 @@ func (w *Worker) RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	return RetryDelay(w.schedule, n, err)
 }
 
-// Start runs the reconciler in the background (RELAY_RECONCILE_INTERVAL=0: off).
+// Start schedules the reconciler (RELAY_RECONCILE_INTERVAL=0: off): this
+// worker's asynq scheduler enqueues TaskReconcile on the maintenance queue
+// every interval, and once now, so the first start takes its cursor at the
+// start of the process. With several workers each one's scheduler enqueues
+// it; asynq.Unique drops a copy while one is waiting, and the lease in Tick
+// lets one scan per interval run. The tasks and the schedulers are visible
+// in /monitoring/.
 func (w *Worker) Start() {
-	if w == nil {
+	if w == nil || w.Reconciler.Interval <= 0 || w.Reconciler.Prefect == nil {
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	w.stop = cancel
-	w.done.Add(1)
-	go func() {
-		defer w.done.Done()
-		w.Reconciler.Run(ctx)
-	}()
+	r := w.Reconciler
+	task := asynq.NewTask(TaskReconcile, nil)
+	opts := []asynq.Option{asynq.Queue(jobs.QueueMaintenance), asynq.Unique(max(r.Interval, time.Second)),
+		asynq.MaxRetry(0), asynq.Timeout(10 * time.Minute)}
+	enqueued := func(_ *asynq.TaskInfo, err error) {
+		if err != nil && !errors.Is(err, asynq.ErrDuplicateTask) {
+			w.log.WithError(err).Warn("relay reconciler: cannot queue the scan")
+		}
+	}
+	w.scheduler = asynq.NewSchedulerFromRedisClient(w.rdb, &asynq.SchedulerOpts{
+		Logger: jobs.AsynqLogger(w.log), PostEnqueueFunc: enqueued})
+	if _, err := w.scheduler.Register("@every "+r.Interval.String(), task, opts...); err != nil {
+		w.log.WithError(err).Error("relay reconciler: cannot schedule the scan")
+		return
+	}
+	if err := w.scheduler.Start(); err != nil {
+		w.log.WithError(err).Error("relay reconciler: cannot start the scheduler")
+		return
+	}
+	_, err := asynq.NewClientFromRedisClient(w.rdb).Enqueue(task, opts...)
+	enqueued(nil, err)
 }
 
-// Stop ends the reconciler and waits for it.
+// Stop ends the reconciler's scheduler (a scan already queued or running
+// is the asynq server's, which the worker shuts down).
 func (w *Worker) Stop() {
-	if w != nil && w.stop != nil {
-		w.stop()
-		w.done.Wait()
+	if w != nil && w.scheduler != nil {
+		w.scheduler.Shutdown()
 	}
 }
 

@@ -1,11 +1,12 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/retry"
 )
 
 // DefaultPrefectVersion is Dalgo's pin; PREFECT_VERSION overrides it.
@@ -76,14 +79,14 @@ func PrefectVersion() string {
 // StartPrefect starts a Prefect server (or connects to PREFECT_TEST_API_URL).
 // The caller stops it with Stop. Prefer Prefect(tb).
 func StartPrefect() (*PrefectServer, error) {
-	hc := &http.Client{Timeout: 30 * time.Second}
 	if u := strings.TrimSpace(os.Getenv(EnvPrefectURL)); u != "" {
-		s := &PrefectServer{URL: strings.TrimRight(u, "/"), http: hc}
-		if err := s.waitHealthy(nil, 10*time.Second); err != nil {
+		s, err := ConnectPrefect(u)
+		if err != nil {
 			return nil, errorf("%s=%s: %v", EnvPrefectURL, u, err)
 		}
-		return s, s.readVersion()
+		return s, nil
 	}
+	hc := &http.Client{Timeout: 30 * time.Second}
 	venv, err := PrefectVenv()
 	if err != nil {
 		return nil, err
@@ -97,6 +100,16 @@ func StartPrefect() (*PrefectServer, error) {
 		lastErr = err
 	}
 	return nil, lastErr
+}
+
+// ConnectPrefect uses a Prefect server already running at apiURL (its API
+// root, e.g. a benchmark's BENCH_PREFECT_URL); Stop leaves it running.
+func ConnectPrefect(apiURL string) (*PrefectServer, error) {
+	s := &PrefectServer{URL: strings.TrimRight(apiURL, "/"), http: &http.Client{Timeout: 30 * time.Second}}
+	if err := s.waitHealthy(nil, 10*time.Second); err != nil {
+		return nil, err
+	}
+	return s, s.readVersion()
 }
 
 // PrefectVenv returns a virtualenv with the harness's Prefect (PrefectVersion)
@@ -416,63 +429,67 @@ func (s *PrefectServer) Call(ctx context.Context, method, path string, body, out
 	return s.call(ctx, method, path, body, out)
 }
 
+// errBusy is Prefect's 503: its SQLite was locked by another writer.
+var errBusy = errors.New("prefect busy (503)")
+
 func (s *PrefectServer) call(ctx context.Context, method, path string, body, out any) (int, error) {
-	var rd io.Reader
+	var payload []byte
 	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if payload, err = json.Marshal(body); err != nil {
 			return 0, err
 		}
-		rd = strings.NewReader(string(b))
-	}
-	req, err := http.NewRequestWithContext(ctx, method, s.URL+path, rd)
-	if err != nil {
-		return 0, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
 	}
 	// Prefect's SQLite answers 503 while another writer holds the lock, and a
 	// shared server under a whole test run is busy; retry like Prefect's own
 	// client, for up to about half a minute. A 503 rolled the write back, so
 	// the retry cannot duplicate it.
-	var resp *http.Response
-	delay := 100 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		if rd != nil && attempt > 0 {
-			b, _ := json.Marshal(body)
-			req.Body = io.NopCloser(strings.NewReader(string(b)))
+	var status int
+	var raw []byte
+	err := retry.Do(ctx, 16, retry.Exponential{Base: 100 * time.Millisecond, Max: 3 * time.Second}, func(ctx context.Context) error {
+		var err error
+		if status, raw, err = s.once(ctx, method, path, payload); err != nil {
+			return retry.Permanent(err)
 		}
-		resp, err = s.http.Do(req)
-		if err != nil {
-			return 0, err
+		if status == http.StatusServiceUnavailable {
+			return errBusy
 		}
-		if resp.StatusCode != http.StatusServiceUnavailable || attempt >= 15 {
-			break
-		}
-		resp.Body.Close()
-		jitter := time.Duration(mrand.Int64N(int64(delay) / 2))
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(delay + jitter):
-		}
-		delay = min(2*delay, 3*time.Second)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errBusy) {
+		return status, err
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if resp.StatusCode/100 != 2 {
-		return resp.StatusCode, fmt.Errorf("prefect %s %s: %d %s", method, path, resp.StatusCode, tail(string(raw), 2000))
+	if status/100 != 2 {
+		return status, fmt.Errorf("prefect %s %s: %d %s", method, path, status, tail(string(raw), 2000))
 	}
 	if out != nil && len(raw) > 0 {
 		if err := json.Unmarshal(raw, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("prefect %s %s: decoding %q: %v", method, path, tail(string(raw), 500), err)
+			return status, fmt.Errorf("prefect %s %s: decoding %q: %v", method, path, tail(string(raw), 500), err)
 		}
 	}
-	return resp.StatusCode, nil
+	return status, nil
+}
+
+// once sends one request and reads the whole answer.
+func (s *PrefectServer) once(ctx context.Context, method, path string, payload []byte) (int, []byte, error) {
+	var rd io.Reader
+	if payload != nil {
+		rd = bytes.NewReader(payload)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, s.URL+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	if payload != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, raw, err
 }
 
 // Do is Call for tests: it fails the test on error.

@@ -154,6 +154,45 @@ func (s *PrefectServer) CreateFlowRunIn(tb testing.TB, deploymentID, typ, name s
 	return fr
 }
 
+// History is a deployment whose terminal runs are shaped like Dalgo's
+// pipelines (see SeedHistory).
+type History struct {
+	Deployment Deployment
+	Runs       []string // top-level run ids, in creation order
+}
+
+// SeedHistory creates, under a new flow and deployment named name, runs
+// terminal top-level runs (every 10th FAILED, the others COMPLETED), each
+// with tasksPerRun completed task runs and one subflow holding tasksPerRun
+// task runs of its own; in every 7th run the subflow's first task is
+// DBT_TEST_FAILED. It is the world the read benchmarks page through, the
+// same shape as internal/bench's generated one.
+func (s *PrefectServer) SeedHistory(tb testing.TB, name string, runs, tasksPerRun int) History {
+	tb.Helper()
+	dep := s.CreateDeployment(tb, DeploymentSpec{Name: name, FlowName: name})
+	h := History{Deployment: dep}
+	for i := range runs {
+		state := "COMPLETED"
+		if i%10 == 9 {
+			state = "FAILED"
+		}
+		fr := s.CreateFlowRunIn(tb, dep.ID, state, "")
+		for j := range tasksPerRun {
+			s.CreateTaskRun(tb, fr.ID, fmt.Sprintf("task-%d", j), "COMPLETED", "")
+		}
+		sub := s.CreateSubflowWith(tb, fr.ID, SubflowSpec{FlowName: name + "-sub", Type: state})
+		for j := range tasksPerRun {
+			stateName := ""
+			if i%7 == 6 && j == 0 {
+				stateName = "DBT_TEST_FAILED"
+			}
+			s.CreateTaskRun(tb, sub.RunID, fmt.Sprintf("dbt-%d", j), "COMPLETED", stateName)
+		}
+		h.Runs = append(h.Runs, fr.ID)
+	}
+	return h
+}
+
 // GetFlowRun reads a flow run as Prefect returns it.
 func (s *PrefectServer) GetFlowRun(tb testing.TB, id string) map[string]any {
 	tb.Helper()

@@ -48,7 +48,7 @@ type Worker struct {
 	mux    *asynq.ServeMux
 	closed chan struct{}
 	// delays picks the retry delay per task type (write jobs back off per
-	// jobs.RetryDelay; relay deliveries follow RELAY_RETRY_SCHEDULE).
+	// "Jobs" in docs/ARCHITECTURE.md; relay deliveries follow RELAY_RETRY_SCHEDULE).
 	delays map[string]asynq.RetryDelayFunc
 	relay  *relay.Worker // notification deliveries and the reconciler (internal/relay)
 	// sweeper re-queues the tasks of dead worker processes soon enough for
@@ -104,6 +104,7 @@ func New(d Deps) (*Worker, error) {
 	if d.Config.RelayEnabled() {
 		w.relay = relay.NewWorker(d.Config, w.rdb, d.Prefect, d.Log.WithField("component", "relay"), d.Registry)
 		w.Handle(relay.TaskType, w.relay.Handler, w.relay.RetryDelay)
+		w.Handle(relay.TaskReconcile, asynq.HandlerFunc(w.relay.Reconciler.ProcessTask), nil)
 	}
 	return w, nil
 }
