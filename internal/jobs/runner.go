@@ -20,12 +20,8 @@ import (
 
 // RunnerConfig configures the worker side of jobs.
 type RunnerConfig struct {
-	Key   []byte                // JOB_ENCRYPTION_KEY
-	Redis redis.UniversalClient // for publishing on DoneChannel
-	// Failure maps an error that is not an *apperr.Error (an upstream fault
-	// after the last attempt) to the answer to replay; proxy.UpstreamErr.
-	// A nil result (or nil Failure) gives a 502.
-	Failure  func(error) *apperr.Error
+	Key      []byte                // JOB_ENCRYPTION_KEY
+	Redis    redis.UniversalClient // for publishing on DoneChannel
 	Log      logrus.FieldLogger
 	Registry prometheus.Registerer // job metrics; nil: none
 }
@@ -135,16 +131,12 @@ func (r *Runner) process(ctx context.Context, op Op, t *asynq.Task) error {
 	}
 }
 
-// answer is the HTTP answer a failed job replays.
+// answer is the HTTP answer a failed job replays: the op's own (the proxy's
+// ops translate every failure into the route's answer), else a 502.
 func (r *Runner) answer(err error) *apperr.Error {
 	var ae *apperr.Error
 	if errors.As(err, &ae) {
 		return ae
-	}
-	if r.cfg.Failure != nil {
-		if ae := r.cfg.Failure(err); ae != nil {
-			return ae
-		}
 	}
 	return apperr.Wrap(apperr.Upstream, err, "the job failed")
 }

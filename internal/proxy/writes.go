@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"net/http"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
@@ -101,39 +99,6 @@ func op[P any](name, queue string, decode func(map[string]string, []byte) (P, er
 			return run(s, ctx, p, jobID)
 		},
 	}
-}
-
-// writeErr turns a Prefect failure into the job's outcome. Retryable faults
-// (unreachable, 429, 5xx) are returned untouched so the job retries; an
-// *apperr.Error passes through; Prefect refusing our credentials is a 502;
-// anything else Prefect rejected is the route's 400 with its fixed message,
-// as the Python proxy's `except Exception` did.
-func writeErr(err error, msg string) error {
-	if err == nil {
-		return nil
-	}
-	if prefect.Retryable(err) {
-		return err
-	}
-	var ae *apperr.Error
-	if errors.As(err, &ae) {
-		return ae
-	}
-	if up := UpstreamErr(err); up != nil {
-		return up
-	}
-	return apperr.Wrap(apperr.BadRequest, err, "%s", msg)
-}
-
-// rawTextErr is routes 11 and 30: the Python proxy answered 400 with
-// Prefect's raw response text as the detail.
-func rawTextErr(err error) error {
-	var pe *prefect.APIError
-	if errors.As(err, &pe) && !prefect.Retryable(err) &&
-		pe.Status != http.StatusUnauthorized && pe.Status != http.StatusForbidden {
-		return apperr.Wrap(apperr.BadRequest, err, "%s", pe.Body)
-	}
-	return writeErr(err, "prefect request failed")
 }
 
 // goneOnRetry reports a 404 on a retried attempt of a delete: the earlier

@@ -198,7 +198,7 @@ func (s *Service) runAirbyteServerCreate(ctx context.Context, p AirbyteServerCre
 	}
 	id, err := s.saveBlock(ctx, AirbyteServerSlug, p.BlockName, data, false)
 	if err != nil {
-		return nil, writeErr(err, msgAirbyteServerCreate)
+		return nil, translate(err, failed(msgAirbyteServerCreate))
 	}
 	return map[string]string{"block_id": id, "cleaned_block_name": p.BlockName}, nil
 }
@@ -206,7 +206,7 @@ func (s *Service) runAirbyteServerCreate(ctx context.Context, p AirbyteServerCre
 func (s *Service) runAirbyteServerUpdate(ctx context.Context, p AirbyteServerUpdatePayload, _ string) (any, error) {
 	doc, err := s.BlockDocumentByName(ctx, AirbyteServerSlug, p.BlockName)
 	if err != nil {
-		return nil, writeErr(err, msgAirbyteServerUpdate)
+		return nil, translate(err, failed(msgAirbyteServerUpdate))
 	}
 	data := make(map[string]any, len(doc.Data)+6)
 	for k, v := range doc.Data {
@@ -225,10 +225,10 @@ func (s *Service) runAirbyteServerUpdate(ctx context.Context, p AirbyteServerUpd
 	set("use_ssl", deref(p.UseSSL), p.UseSSL != nil)
 	ref, err := s.blockRef(ctx, AirbyteServerSlug)
 	if err != nil {
-		return nil, writeErr(err, msgAirbyteServerUpdate)
+		return nil, translate(err, failed(msgAirbyteServerUpdate))
 	}
 	if err := s.patchBlockDoc(ctx, doc.ID, ref.SchemaID, data); err != nil {
-		return nil, writeErr(err, msgAirbyteServerUpdate)
+		return nil, translate(err, failed(msgAirbyteServerUpdate))
 	}
 	return map[string]string{"block_id": doc.ID, "cleaned_block_name": p.BlockName}, nil
 }
@@ -244,7 +244,7 @@ func deref[T any](p *T) T {
 func (s *Service) runAirbyteConnection(ctx context.Context, p AirbyteConnectionPayload, _ string) (any, error) {
 	server, err := s.BlockDocumentByName(ctx, AirbyteServerSlug, p.ServerBlockName)
 	if err != nil {
-		return nil, writeErr(err, msgAirbyteConnection)
+		return nil, translate(err, failed(msgAirbyteConnection))
 	}
 	extra := make(map[string]any, len(p.Extra)+1)
 	for k, v := range p.Extra {
@@ -261,7 +261,7 @@ func (s *Service) runAirbyteConnection(ctx context.Context, p AirbyteConnectionP
 	}
 	id, err := s.saveBlock(ctx, AirbyteConnectionSlug, p.ConnectionBlockName, data, true)
 	if err != nil {
-		return nil, writeErr(err, msgAirbyteConnection)
+		return nil, translate(err, failed(msgAirbyteConnection))
 	}
 	return map[string]string{"block_id": id, "cleaned_block_name": p.ConnectionBlockName}, nil
 }
@@ -271,7 +271,7 @@ func (s *Service) runAirbyteConnection(ctx context.Context, p AirbyteConnectionP
 func (s *Service) runSecretCreate(ctx context.Context, p SecretPayload, _ string) (any, error) {
 	id, err := s.saveBlock(ctx, SecretSlug, p.BlockName, map[string]any{"value": p.Secret}, true)
 	if err != nil {
-		return nil, writeErr(err, msgSecret)
+		return nil, translate(err, failed(msgSecret))
 	}
 	return map[string]string{"block_id": id, "block_name": p.BlockName}, nil
 }
@@ -283,14 +283,14 @@ func (s *Service) runSecretUpsert(ctx context.Context, p SecretPayload, jobID st
 		return s.runSecretCreate(ctx, p, jobID)
 	}
 	if err != nil {
-		return nil, writeErr(err, msgSecret)
+		return nil, translate(err, failed(msgSecret))
 	}
 	ref, err := s.blockRef(ctx, SecretSlug)
 	if err == nil {
 		err = s.patchBlockDoc(ctx, doc.ID, ref.SchemaID, map[string]any{"value": p.Secret})
 	}
 	if err != nil {
-		return nil, writeErr(err, msgSecret)
+		return nil, translate(err, failed(msgSecret))
 	}
 	return map[string]string{"block_id": doc.ID, "block_name": p.BlockName}, nil
 }
@@ -298,7 +298,7 @@ func (s *Service) runSecretUpsert(ctx context.Context, p SecretPayload, jobID st
 // runBlockDelete is route 11: null, or 400 with Prefect's raw answer.
 func (s *Service) runBlockDelete(ctx context.Context, p BlockDeletePayload, _ string) (any, error) {
 	if err := s.prefect.Do(ctx, http.MethodDelete, "/block_documents/"+p.BlockID, nil, nil, false); err != nil && !goneOnRetry(ctx, err) {
-		return nil, rawTextErr(err)
+		return nil, translate(err, prefectText("prefect request failed"))
 	}
 	return nil, nil
 }

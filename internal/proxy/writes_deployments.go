@@ -161,7 +161,7 @@ func (s *Service) runDeploymentCreate(ctx context.Context, p DeploymentCreatePay
 	}
 	// deploy() refuses an unknown pool ("Could not find work pool").
 	if err := s.prefect.Get(ctx, "/work_pools/"+url.PathEscape(pool), nil); err != nil {
-		return nil, writeErr(err, msgDeploymentCreate)
+		return nil, translate(err, failed(msgDeploymentCreate))
 	}
 	params := p.Params
 	if params == nil {
@@ -194,7 +194,7 @@ func (s *Service) runDeploymentCreate(ctx context.Context, p DeploymentCreatePay
 		id, err = s.createDeployment(ctx, flow, p.DeploymentName, body)
 	}
 	if err != nil {
-		return nil, writeErr(err, msgDeploymentCreate)
+		return nil, translate(err, failed(msgDeploymentCreate))
 	}
 	return map[string]any{"deployment": map[string]any{"id": id, "name": p.DeploymentName, "params": params}}, nil
 }
@@ -308,18 +308,18 @@ func (s *Service) runDeploymentUpdate(ctx context.Context, p DeploymentUpdatePay
 		// an unknown deployment with the route's 400 as Python did.
 		var d deploymentDoc
 		if err := s.prefect.Get(ctx, path, &d); err != nil {
-			return nil, writeErr(err, msgDeploymentUpdate)
+			return nil, translate(err, failed(msgDeploymentUpdate))
 		}
 		if p.CronSet {
 			if err := s.clearSlugSchedules(ctx, d); err != nil {
-				return nil, writeErr(err, msgDeploymentUpdate)
+				return nil, translate(err, failed(msgDeploymentUpdate))
 			}
 			patch["schedules"] = cronSchedules(p.Cron)
 		}
 	}
 	if len(patch) > 0 {
 		if err := s.prefect.Do(ctx, http.MethodPatch, path, patch, nil, true); err != nil {
-			return nil, writeErr(err, msgDeploymentUpdate)
+			return nil, translate(err, failed(msgDeploymentUpdate))
 		}
 	}
 	return successBody(), nil
@@ -329,7 +329,7 @@ func (s *Service) runDeploymentUpdate(ctx context.Context, p DeploymentUpdatePay
 func (s *Service) runEntrypoint(ctx context.Context, p EntrypointPayload, _ string) (any, error) {
 	body := map[string]string{"entrypoint": p.Entrypoint}
 	if err := s.prefect.Do(ctx, http.MethodPatch, "/deployments/"+p.DeploymentID, body, nil, true); err != nil {
-		return nil, writeErr(err, msgEntrypoint)
+		return nil, translate(err, failed(msgEntrypoint))
 	}
 	return successBody(), nil
 }
@@ -337,7 +337,7 @@ func (s *Service) runEntrypoint(ctx context.Context, p EntrypointPayload, _ stri
 // runDeploymentDelete is route 30: null, or 400 with Prefect's raw answer.
 func (s *Service) runDeploymentDelete(ctx context.Context, p DeploymentDeletePayload, _ string) (any, error) {
 	if err := s.prefect.Do(ctx, http.MethodDelete, "/deployments/"+p.DeploymentID, nil, nil, false); err != nil && !goneOnRetry(ctx, err) {
-		return nil, rawTextErr(err)
+		return nil, translate(err, prefectText("prefect request failed"))
 	}
 	return nil, nil
 }
@@ -349,7 +349,7 @@ func (s *Service) runSetSchedule(ctx context.Context, p SetSchedulePayload, _ st
 	path := "/deployments/" + p.DeploymentID
 	var d deploymentDoc
 	if err := s.prefect.Get(ctx, path, &d); err != nil {
-		return nil, writeErr(err, msgSetSchedule)
+		return nil, translate(err, failed(msgSetSchedule))
 	}
 	if len(d.Schedules) == 0 {
 		return successBody(), nil
@@ -366,7 +366,7 @@ func (s *Service) runSetSchedule(ctx context.Context, p SetSchedulePayload, _ st
 	first["active"] = p.Active
 	body := map[string]any{"schedules": []any{first}, "paused": !p.Active}
 	if err := s.prefect.Do(ctx, http.MethodPatch, path, body, nil, true); err != nil {
-		return nil, writeErr(err, msgSetSchedule)
+		return nil, translate(err, failed(msgSetSchedule))
 	}
 	return successBody(), nil
 }

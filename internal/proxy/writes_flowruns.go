@@ -170,7 +170,7 @@ func (s *Service) runFlowRunCreate(ctx context.Context, p FlowRunCreatePayload, 
 	}
 	path := "/deployments/" + p.DeploymentID + "/create_flow_run"
 	if err := s.prefect.Do(ctx, http.MethodPost, path, body, &run, jobID != ""); err != nil {
-		return nil, writeErr(err, msgFlowRunCreate)
+		return nil, translate(err, failed(msgFlowRunCreate))
 	}
 	return map[string]string{"flow_run_id": run.ID, "name": run.Name}, nil
 }
@@ -178,7 +178,7 @@ func (s *Service) runFlowRunCreate(ctx context.Context, p FlowRunCreatePayload, 
 // runFlowRunDelete is route 23.
 func (s *Service) runFlowRunDelete(ctx context.Context, p FlowRunPayload, _ string) (any, error) {
 	if err := s.prefect.Do(ctx, http.MethodDelete, "/flow_runs/"+p.FlowRunID, nil, nil, false); err != nil && !goneOnRetry(ctx, err) {
-		return nil, writeErr(err, msgFlowRun(p.FlowRunID))
+		return nil, translate(err, failed(msgFlowRun(p.FlowRunID)))
 	}
 	return successBody(), nil
 }
@@ -198,7 +198,7 @@ func (s *Service) runFlowRunRetry(ctx context.Context, p FlowRunRetryPayload, _ 
 	}
 	err := s.prefect.Do(ctx, http.MethodPost, "/flow_runs/"+p.FlowRunID+"/set_state", body, nil, true)
 	if err != nil {
-		return nil, writeErr(err, msgFlowRun(p.FlowRunID))
+		return nil, translate(err, failed(msgFlowRun(p.FlowRunID)))
 	}
 	return successBody(), nil
 }
@@ -212,7 +212,7 @@ func (s *Service) runFlowRunCancel(ctx context.Context, p FlowRunCancelPayload, 
 	}
 	path := "/flow_runs/" + p.FlowRunID
 	if err := s.prefect.Get(ctx, path, &run); err != nil {
-		return nil, writeErr(err, msgCancelQueued)
+		return nil, translate(err, failed(msgCancelQueued))
 	}
 	if run.StateType == "CANCELLING" && jobs.Attempt(ctx) > 1 {
 		// This job's earlier attempt set it and lost the answer.
@@ -226,7 +226,7 @@ func (s *Service) runFlowRunCancel(ctx context.Context, p FlowRunCancelPayload, 
 		"force": p.Force,
 	}
 	if err := s.prefect.Do(ctx, http.MethodPost, path+"/set_state", body, nil, false); err != nil {
-		return nil, writeErr(err, msgCancelQueued)
+		return nil, translate(err, failed(msgCancelQueued))
 	}
 	return successBody(), nil
 }

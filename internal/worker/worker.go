@@ -79,7 +79,6 @@ func New(d Deps) (*Worker, error) {
 	runner, err := jobs.NewRunner(jobs.RunnerConfig{
 		Key:      d.Config.JobEncryptionKey,
 		Redis:    w.rdb,
-		Failure:  proxy.UpstreamErr,
 		Log:      d.Log.WithField("component", "jobs"),
 		Registry: d.Registry,
 	})
