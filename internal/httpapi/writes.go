@@ -19,23 +19,18 @@ import (
 // deployment's task list, a few KB).
 const maxWriteBody = 1 << 20
 
-// writes is the glue between a write route and its job: decode, enqueue,
+// writeRoutes is the glue between a write route and its job: decode, enqueue,
 // wait, answer exactly as the Python proxy would.
-type writes struct {
+type writeRoutes struct {
 	jobs *jobs.Client
 	wait time.Duration // JOB_WAIT_TIMEOUT
 }
 
-// route serves the write operation named op (proxy.WriteOps key).
-func (w writes) route(opName string) gin.HandlerFunc {
+// write serves op: decode in the api, run as a job, answer with its result.
+func write[P any](w writeRoutes, op jobs.Op[P]) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		if w.jobs == nil {
+		if w.jobs == nil || op.Decode == nil {
 			writeError(c, apperr.New(apperr.Unavailable, "the job queue is not configured"))
-			return
-		}
-		op, ok := w.jobs.Op(opName)
-		if !ok {
-			writeError(c, apperr.New(apperr.NotImplemented, "%s is not implemented yet", opName))
 			return
 		}
 		params := make(map[string]string, len(c.Params))
@@ -65,7 +60,7 @@ func (w writes) route(opName string) gin.HandlerFunc {
 		pref := parsePrefer(c.Request.Header.Values("Prefer"))
 		c.Header("Vary", "Prefer")
 
-		e, err := w.jobs.Enqueue(c.Request.Context(), op, payload, jobs.EnqueueOptions{IdempotencyKey: key})
+		e, err := jobs.Enqueue(c.Request.Context(), w.jobs, op, payload, jobs.EnqueueOptions{IdempotencyKey: key})
 		if err != nil {
 			writeError(c, err)
 			return

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -32,7 +31,7 @@ var idempotencyNS = uuid.MustParse("6f1d3c2e-5b7a-4c1e-9a52-0d4b3f7e8a61")
 // ClientConfig configures the api side of jobs.
 type ClientConfig struct {
 	Key         []byte        // JOB_ENCRYPTION_KEY
-	Ops         []Op          // the write operations (their names and queues)
+	Ops         *Registry     // the write operations (their kinds and queues)
 	MaxAttempts int           // JOB_MAX_ATTEMPTS
 	Retention   time.Duration // JOB_RETENTION
 	// AttemptTimeout bounds one attempt of a job in a worker (asynq's task
@@ -51,8 +50,7 @@ type Client struct {
 	aq     *asynq.Client
 	insp   *asynq.Inspector
 	sealer *Sealer
-	ops    map[string]Op
-	queues []string // queues holding write jobs, for GET /jobs/{id}
+	ops    *Registry
 	hub    *hub
 }
 
@@ -89,18 +87,11 @@ func NewClient(ctx context.Context, rdb redis.UniversalClient, cfg ClientConfig)
 		aq:     asynq.NewClientFromRedisClient(rdb),
 		insp:   asynq.NewInspectorFromRedisClient(rdb),
 		sealer: sealer,
-		ops:    map[string]Op{},
+		ops:    cfg.Ops,
 	}
-	seen := map[string]bool{}
-	for _, op := range cfg.Ops {
-		c.ops[op.Name] = op
-		if !seen[op.Queue] {
-			seen[op.Queue] = true
-			c.queues = append(c.queues, op.Queue)
-		}
+	if c.ops == nil {
+		c.ops = NewRegistry()
 	}
-	// Critical first: run/cancel flow-run jobs are the ones most polled.
-	sort.Slice(c.queues, func(i, j int) bool { return QueueWeights()[c.queues[i]] > QueueWeights()[c.queues[j]] })
 	c.hub, err = startHub(ctx, rdb, cfg.Log)
 	if err != nil {
 		return nil, err
@@ -112,12 +103,6 @@ func NewClient(ctx context.Context, rdb redis.UniversalClient, cfg ClientConfig)
 func (c *Client) Close() {
 	c.hub.close()
 	_ = c.aq.Close()
-}
-
-// Op returns the named operation.
-func (c *Client) Op(name string) (Op, bool) {
-	op, ok := c.ops[name]
-	return op, ok
 }
 
 // EnqueueOptions are per-request options.
@@ -135,27 +120,31 @@ type Enqueued struct {
 	Existing bool
 }
 
-// Enqueue seals payload and queues a job for op. A repeated Idempotency-Key
-// with a different payload is a 422.
-func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOptions) (Enqueued, error) {
-	raw, err := json.Marshal(payload)
+// Enqueue seals p and queues a job for op. A repeated Idempotency-Key with a
+// different payload is a 422.
+func Enqueue[P any](ctx context.Context, c *Client, op Op[P], p P, opts EnqueueOptions) (Enqueued, error) {
+	raw, err := json.Marshal(p)
 	if err != nil {
 		return Enqueued{}, apperr.Wrap(apperr.Internal, err, "internal error")
 	}
-	sum := sha256.Sum256(append([]byte(op.Name+"\x00"), raw...))
+	return c.enqueue(ctx, op.Kind, op.Queue, raw, opts)
+}
+
+func (c *Client) enqueue(ctx context.Context, kind, queue string, raw []byte, opts EnqueueOptions) (Enqueued, error) {
+	sum := sha256.Sum256(append([]byte(kind+"\x00"), raw...))
 	env := envelope{Payload: raw, Fingerprint: hex.EncodeToString(sum[:]), CreatedAt: time.Now().UTC()}
 	id := uuid.NewString()
 	if opts.IdempotencyKey != "" {
 		env.RunKey = id
-		id = uuid.NewSHA1(idempotencyNS, []byte(op.Name+"\x00"+opts.IdempotencyKey)).String()
+		id = uuid.NewSHA1(idempotencyNS, []byte(kind+"\x00"+opts.IdempotencyKey)).String()
 	}
 	plain, err := json.Marshal(env)
 	if err != nil {
 		return Enqueued{}, apperr.Wrap(apperr.Internal, err, "internal error")
 	}
-	task := asynq.NewTask(op.Name, c.sealer.Seal(plain, payloadAAD(op.Name, id)),
+	task := asynq.NewTask(kind, c.sealer.Seal(plain, payloadAAD(kind, id)),
 		asynq.TaskID(id),
-		asynq.Queue(op.Queue),
+		asynq.Queue(queue),
 		asynq.MaxRetry(c.cfg.MaxAttempts-1),
 		asynq.Retention(c.cfg.Retention),
 		asynq.Timeout(c.cfg.AttemptTimeout),
@@ -166,7 +155,7 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 	for try := 0; ; try++ {
 		_, err = c.aq.EnqueueContext(ctx, task)
 		if err == nil {
-			return Enqueued{ID: id, Queue: op.Queue}, nil
+			return Enqueued{ID: id, Queue: queue}, nil
 		}
 		if !errors.Is(err, asynq.ErrTaskIDConflict) || opts.IdempotencyKey == "" {
 			return Enqueued{}, apperr.Wrap(apperr.Unavailable, err, "the job queue (Redis) is unavailable")
@@ -174,7 +163,7 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 		if try == tries-1 {
 			return Enqueued{}, apperr.Wrap(apperr.Unavailable, err, "concurrent requests with this Idempotency-Key; retry")
 		}
-		info, err := c.insp.GetTaskInfo(op.Queue, id)
+		info, err := c.insp.GetTaskInfo(queue, id)
 		if err != nil {
 			if errors.Is(err, asynq.ErrTaskNotFound) {
 				continue // expired between the two calls
@@ -185,7 +174,7 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 			// A failed job stays in asynq's archive (for /monitoring/) longer
 			// than JOB_RETENTION; past it, the key is free again, whatever
 			// the body.
-			if err := c.deleteExpired(ctx, op.Queue, id); err != nil {
+			if err := c.deleteExpired(ctx, queue, id); err != nil {
 				return Enqueued{}, apperr.Wrap(apperr.Unavailable, err, "the job queue (Redis) is unavailable")
 			}
 			continue
@@ -195,7 +184,7 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 			return Enqueued{}, apperr.Validation(apperr.Field("idempotency_key_reused",
 				"Idempotency-Key was already used for a different request", "header", "Idempotency-Key"))
 		}
-		return Enqueued{ID: id, Queue: op.Queue, Existing: true}, nil
+		return Enqueued{ID: id, Queue: queue, Existing: true}, nil
 	}
 }
 
@@ -235,7 +224,7 @@ func (c *Client) Get(ctx context.Context, id string) (*Job, error) {
 	if _, err := uuid.Parse(id); err != nil {
 		return nil, ErrNotFound
 	}
-	for _, q := range c.queues {
+	for _, q := range c.ops.queues {
 		j, err := c.get(q, id)
 		if errors.Is(err, ErrNotFound) {
 			continue
@@ -253,7 +242,7 @@ func (c *Client) get(queue, id string) (*Job, error) {
 		}
 		return nil, apperr.Wrap(apperr.Unavailable, err, "the job queue (Redis) is unavailable")
 	}
-	if _, ok := c.ops[info.Type]; !ok || c.expired(info) {
+	if _, ok := c.ops.ops[info.Type]; !ok || c.expired(info) {
 		return nil, ErrNotFound
 	}
 	return c.jobOf(info)

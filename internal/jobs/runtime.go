@@ -35,6 +35,16 @@ func RedisOpt(redisURL string) (asynq.RedisConnOpt, error) {
 	return opt, nil
 }
 
+// Connect opens the process's one Redis client for REDIS_URL: the api, the
+// asynq server, the inspector and asynqmon all share it.
+func Connect(redisURL string) (redis.UniversalClient, error) {
+	opt, err := RedisOpt(redisURL)
+	if err != nil {
+		return nil, err
+	}
+	return opt.MakeRedisClient().(redis.UniversalClient), nil
+}
+
 // Embedded is an in-memory Redis for a one-command local run. Not durable.
 type Embedded struct {
 	mr   *miniredis.Miniredis
@@ -98,8 +108,9 @@ type ServerConfig struct {
 	Queues map[string]int
 }
 
-// NewServer builds the asynq server that executes jobs.
-func NewServer(opt asynq.RedisConnOpt, cfg ServerConfig) *asynq.Server {
+// NewServer builds the asynq server that executes jobs, on the process's
+// Redis client (which it does not close).
+func NewServer(rdb redis.UniversalClient, cfg ServerConfig) *asynq.Server {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 20 * time.Second
 	}
@@ -109,7 +120,7 @@ func NewServer(opt asynq.RedisConnOpt, cfg ServerConfig) *asynq.Server {
 	if cfg.Queues == nil {
 		cfg.Queues = QueueWeights()
 	}
-	return asynq.NewServer(opt, asynq.Config{
+	return asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:     cfg.Concurrency,
 		Queues:          cfg.Queues,
 		ShutdownTimeout: cfg.ShutdownTimeout,

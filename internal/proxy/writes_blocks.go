@@ -41,7 +41,7 @@ type AirbyteServerCreatePayload struct {
 	UseSSL     bool   `json:"use_ssl"`
 }
 
-func decodeAirbyteServerCreate(_ map[string]string, body []byte) (AirbyteServerCreatePayload, error) {
+func DecodeAirbyteServerCreate(_ map[string]string, body []byte) (AirbyteServerCreatePayload, error) {
 	var p AirbyteServerCreatePayload
 	c, err := modelBody(body)
 	if err != nil {
@@ -77,7 +77,7 @@ type AirbyteServerUpdatePayload struct {
 	UseSSL     *bool   `json:"use_ssl,omitempty"`
 }
 
-func decodeAirbyteServerUpdate(_ map[string]string, body []byte) (AirbyteServerUpdatePayload, error) {
+func DecodeAirbyteServerUpdate(_ map[string]string, body []byte) (AirbyteServerUpdatePayload, error) {
 	var p AirbyteServerUpdatePayload
 	c, err := modelBody(body)
 	if err != nil {
@@ -122,7 +122,7 @@ type AirbyteConnectionPayload struct {
 	Extra               map[string]any `json:"extra"`
 }
 
-func decodeAirbyteConnection(_ map[string]string, body []byte) (AirbyteConnectionPayload, error) {
+func DecodeAirbyteConnection(_ map[string]string, body []byte) (AirbyteConnectionPayload, error) {
 	var p AirbyteConnectionPayload
 	c, err := modelBody(body)
 	if err != nil {
@@ -156,7 +156,7 @@ type SecretPayload struct {
 	Secret    string `json:"secret"`
 }
 
-func decodeSecret(_ map[string]string, body []byte) (SecretPayload, error) {
+func DecodeSecret(_ map[string]string, body []byte) (SecretPayload, error) {
 	var p SecretPayload
 	c, err := modelBody(body)
 	if err != nil {
@@ -176,7 +176,7 @@ type BlockDeletePayload struct {
 	BlockID string `json:"block_id"`
 }
 
-func decodeBlockDelete(params map[string]string, _ []byte) (BlockDeletePayload, error) {
+func DecodeBlockDelete(params map[string]string, _ []byte) (BlockDeletePayload, error) {
 	id := params["block_id"]
 	if !isUUIDPath(id) {
 		return BlockDeletePayload{}, badRequest("%s", notFoundText)
@@ -186,7 +186,7 @@ func decodeBlockDelete(params map[string]string, _ []byte) (BlockDeletePayload, 
 
 // ---- run -------------------------------------------------------------------
 
-func (s *Service) runAirbyteServerCreate(ctx context.Context, p AirbyteServerCreatePayload, _ string) (any, error) {
+func (s *Service) RunAirbyteServerCreate(ctx context.Context, p AirbyteServerCreatePayload, j Job) (any, error) {
 	// username and password keep the block type's defaults, as in Python.
 	data := map[string]any{
 		"username":    "airbyte",
@@ -203,7 +203,7 @@ func (s *Service) runAirbyteServerCreate(ctx context.Context, p AirbyteServerCre
 	return map[string]string{"block_id": id, "cleaned_block_name": p.BlockName}, nil
 }
 
-func (s *Service) runAirbyteServerUpdate(ctx context.Context, p AirbyteServerUpdatePayload, _ string) (any, error) {
+func (s *Service) RunAirbyteServerUpdate(ctx context.Context, p AirbyteServerUpdatePayload, j Job) (any, error) {
 	doc, err := s.BlockDocumentByName(ctx, AirbyteServerSlug, p.BlockName)
 	if err != nil {
 		return nil, translate(err, failed(msgAirbyteServerUpdate))
@@ -241,7 +241,7 @@ func deref[T any](p *T) T {
 	return *p
 }
 
-func (s *Service) runAirbyteConnection(ctx context.Context, p AirbyteConnectionPayload, _ string) (any, error) {
+func (s *Service) RunAirbyteConnection(ctx context.Context, p AirbyteConnectionPayload, j Job) (any, error) {
 	server, err := s.BlockDocumentByName(ctx, AirbyteServerSlug, p.ServerBlockName)
 	if err != nil {
 		return nil, translate(err, failed(msgAirbyteConnection))
@@ -266,9 +266,9 @@ func (s *Service) runAirbyteConnection(ctx context.Context, p AirbyteConnectionP
 	return map[string]string{"block_id": id, "cleaned_block_name": p.ConnectionBlockName}, nil
 }
 
-// runSecretCreate is route 9: Secret(value).save(cleaned, overwrite=True), an
+// RunSecretCreate is route 9: Secret(value).save(cleaned, overwrite=True), an
 // upsert despite the POST.
-func (s *Service) runSecretCreate(ctx context.Context, p SecretPayload, _ string) (any, error) {
+func (s *Service) RunSecretCreate(ctx context.Context, p SecretPayload, j Job) (any, error) {
 	id, err := s.saveBlock(ctx, SecretSlug, p.BlockName, map[string]any{"value": p.Secret}, true)
 	if err != nil {
 		return nil, translate(err, failed(msgSecret))
@@ -276,11 +276,11 @@ func (s *Service) runSecretCreate(ctx context.Context, p SecretPayload, _ string
 	return map[string]string{"block_id": id, "block_name": p.BlockName}, nil
 }
 
-// runSecretUpsert is route 10: load by name; overwrite it, or create it.
-func (s *Service) runSecretUpsert(ctx context.Context, p SecretPayload, jobID string) (any, error) {
+// RunSecretUpsert is route 10: load by name; overwrite it, or create it.
+func (s *Service) RunSecretUpsert(ctx context.Context, p SecretPayload, j Job) (any, error) {
 	doc, err := s.BlockDocumentByName(ctx, SecretSlug, p.BlockName)
 	if prefect.IsNotFound(err) {
-		return s.runSecretCreate(ctx, p, jobID)
+		return s.RunSecretCreate(ctx, p, j)
 	}
 	if err != nil {
 		return nil, translate(err, failed(msgSecret))
@@ -295,9 +295,9 @@ func (s *Service) runSecretUpsert(ctx context.Context, p SecretPayload, jobID st
 	return map[string]string{"block_id": doc.ID, "block_name": p.BlockName}, nil
 }
 
-// runBlockDelete is route 11: null, or 400 with Prefect's raw answer.
-func (s *Service) runBlockDelete(ctx context.Context, p BlockDeletePayload, _ string) (any, error) {
-	if err := s.prefect.Do(ctx, http.MethodDelete, "/block_documents/"+p.BlockID, nil, nil, false); err != nil && !goneOnRetry(ctx, err) {
+// RunBlockDelete is route 11: null, or 400 with Prefect's raw answer.
+func (s *Service) RunBlockDelete(ctx context.Context, p BlockDeletePayload, j Job) (any, error) {
+	if err := s.prefect.Do(ctx, http.MethodDelete, "/block_documents/"+p.BlockID, nil, nil, false); err != nil && !goneOnRetry(j, err) {
 		return nil, translate(err, prefectText("prefect request failed"))
 	}
 	return nil, nil

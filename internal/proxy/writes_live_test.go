@@ -41,7 +41,7 @@ func liveService(t *testing.T) *Service {
 // re-encoded as JSON in between).
 func runOp(t *testing.T, s *Service, name string, params map[string]string, body string, jobID string) (any, error) {
 	t.Helper()
-	o, ok := WriteOps()[name]
+	o, ok := writeOps()[name]
 	if !ok {
 		t.Fatalf("no op %s", name)
 	}
@@ -53,7 +53,7 @@ func runOp(t *testing.T, s *Service, name string, params map[string]string, body
 	if err != nil {
 		t.Fatal(err)
 	}
-	return o.Run(context.Background(), s, raw, jobID)
+	return o.Run(context.Background(), s, raw, Job{Key: jobID})
 }
 
 // okFn returns a checker for runOp's results: no error, the answer as JSON.
