@@ -112,7 +112,7 @@ func (a *App) StartWorker() (*worker.Worker, error) {
 // ADMIN_TOKEN is set) and the relay's ingress.
 func (a *App) API(ctx context.Context) (http.Handler, error) {
 	jc, err := jobs.NewClient(ctx, a.Redis, jobs.ClientConfig{Key: a.Config.JobEncryptionKey, Ops: a.Ops.Registry(),
-		MaxAttempts: a.Config.JobMaxAttempts, Retention: a.Config.JobRetention,
+		MaxAttempts: a.Config.JobMaxAttempts, Retention: a.Config.JobRetention, AttemptTimeout: a.Config.JobAttemptTimeout,
 		Log: a.Log.WithField("component", "jobs")})
 	if err != nil {
 		return nil, fmt.Errorf("api: redis at REDIS_URL not reachable: %w", err)

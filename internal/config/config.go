@@ -1,6 +1,8 @@
 // Package config turns the environment (and an optional ./.env file) into a
-// typed Config. Defaults live here and only here; Load reports the first bad
-// variable by name so a misconfigured process fails with one clear line.
+// typed Config. Each default is a named constant next to what it configures
+// (prefect, proxy, jobs) or below, stated once; Load reports the first bad
+// variable by name, then validate the first broken cross-field rule, so a
+// misconfigured process fails with one clear line.
 package config
 
 import (
@@ -13,6 +15,23 @@ import (
 	"time"
 
 	"github.com/joho/godotenv"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
+)
+
+// Defaults of the settings no other package owns.
+const (
+	DefaultListenAddr             = ":8085"
+	DefaultWorkerListenAddr       = ":8086"
+	DefaultPrefectURL             = "http://127.0.0.1:4200/api"
+	DefaultDjangoWebhookURL       = "http://127.0.0.1:8002/webhooks/v1/notification/"
+	DefaultRelayStates            = "Pending,Running,Completed,Cancelled,Failed,Crashed,TimedOut"
+	DefaultRelayReconcileInterval = 30 * time.Second
+	DefaultRelayRetrySchedule     = "5s,30s,2m,10m,30m,1h"
+	DefaultLogLevel               = "info"
+	DefaultLogFormat              = "json"
 )
 
 // Config is everything the api and worker processes read from the environment.
@@ -27,7 +46,9 @@ type Config struct {
 
 	RedisURL string // empty: embedded miniredis + in-process worker
 
-	JobWaitTimeout    time.Duration
+	JobWaitTimeout time.Duration
+	// JobAttemptTimeout bounds one attempt of a write job in a worker.
+	JobAttemptTimeout time.Duration
 	JobRetention      time.Duration
 	WorkerConcurrency int
 	// WorkerPollInterval is how often an idle worker asks Redis for jobs: the
@@ -86,59 +107,87 @@ func Env(getenv func(string) string, dotenvPath string) func(string) string {
 	}
 }
 
-// Load reads the configuration through getenv.
-func Load(getenv func(string) string) (Config, error) {
+// Option adjusts what Load requires for one kind of process.
+type Option func(*options)
+
+type options struct{ noJobs bool }
+
+// NoJobs is for a process that never seals or opens a job (relay-setup):
+// JOB_ENCRYPTION_KEY is not required even with REDIS_URL set.
+func NoJobs(o *options) { o.noJobs = true }
+
+// Load reads the configuration through getenv and validates it.
+func Load(getenv func(string) string, opts ...Option) (Config, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	l := loader{getenv: getenv}
 	c := Config{
-		ListenAddr:         l.str("LISTEN_ADDR", ":8085"),
-		WorkerListenAddr:   l.str("WORKER_LISTEN_ADDR", ":8086"),
-		PrefectURL:         l.url("PREFECT_API_URL", "http://127.0.0.1:4200/api"),
-		PrefectTimeout:     l.seconds("PREFECT_API_TIMEOUT", 30*time.Second),
-		PrefectAuthString:  l.str("PREFECT_API_AUTH_STRING", ""),
-		PrefectAPIKey:      l.str("PREFECT_API_KEY", ""),
-		RedisURL:           l.str("REDIS_URL", ""),
-		JobWaitTimeout:     l.duration("JOB_WAIT_TIMEOUT", 25*time.Second),
-		JobRetention:       l.duration("JOB_RETENTION", 24*time.Hour),
-		WorkerConcurrency:  l.positiveInt("WORKER_CONCURRENCY", 10),
-		JobMaxAttempts:     l.positiveInt("JOB_MAX_ATTEMPTS", 10),
-		WorkerPollInterval: l.durationOrZero("WORKER_POLL_INTERVAL", 0),
-		ProxyAPIToken:      l.str("PROXY_API_TOKEN", ""),
-		AdminToken:         l.str("ADMIN_TOKEN", ""),
-		NotificationKey:    l.str("PREFECT_NOTIFICATIONS_WEBHOOK_KEY", ""),
-		DjangoWebhookURL:   l.url("DJANGO_WEBHOOK_URL", "http://127.0.0.1:8002/webhooks/v1/notification/"),
-		RelayStates: l.list("RELAY_STATES",
-			"Pending,Running,Completed,Cancelled,Failed,Crashed,TimedOut"),
-		RelayReconcileInterval: l.durationOrZero("RELAY_RECONCILE_INTERVAL", 30*time.Second),
-		RelayRetrySchedule:     l.durations("RELAY_RETRY_SCHEDULE", "5s,30s,2m,10m,30m,1h"),
-		DefaultWorkPool:        l.str("PREFECT_DEFAULT_WORK_POOL", "default-agent-pool"),
-		DefaultWorkQueue:       l.str("PREFECT_DEFAULT_WORK_QUEUE", "ddp"),
-		FlowRepoURL:            l.str("FLOW_REPO_URL", "https://github.com/DalgoT4D/prefect-proxy.git"),
-		FlowRepoBranch:         l.str("PREFECT_PROXY_GIT_BRANCH", "main"),
-		DeploymentEntrypoint: l.str("DEPLOYMENT_ENTRYPOINT",
-			"proxy/prefect_flows_runner.py:deployment_schedule_flow_v5"),
-		LogLevel:  l.oneOf("LOG_LEVEL", "info", "trace", "debug", "info", "warn", "warning", "error"),
-		LogFormat: l.oneOf("LOG_FORMAT", "json", "json", "text"),
+		ListenAddr:             l.str("LISTEN_ADDR", DefaultListenAddr),
+		WorkerListenAddr:       l.str("WORKER_LISTEN_ADDR", DefaultWorkerListenAddr),
+		PrefectURL:             l.url("PREFECT_API_URL", DefaultPrefectURL),
+		PrefectTimeout:         l.seconds("PREFECT_API_TIMEOUT", prefect.DefaultTimeout),
+		PrefectAuthString:      l.str("PREFECT_API_AUTH_STRING", ""),
+		PrefectAPIKey:          l.str("PREFECT_API_KEY", ""),
+		RedisURL:               l.str("REDIS_URL", ""),
+		JobWaitTimeout:         l.duration("JOB_WAIT_TIMEOUT", jobs.DefaultWait),
+		JobAttemptTimeout:      l.duration("JOB_ATTEMPT_TIMEOUT", jobs.DefaultAttemptTimeout),
+		JobRetention:           l.duration("JOB_RETENTION", jobs.DefaultRetention),
+		WorkerConcurrency:      l.positiveInt("WORKER_CONCURRENCY", jobs.DefaultConcurrency),
+		JobMaxAttempts:         l.positiveInt("JOB_MAX_ATTEMPTS", jobs.DefaultMaxAttempts),
+		WorkerPollInterval:     l.durationOrZero("WORKER_POLL_INTERVAL", 0),
+		ProxyAPIToken:          l.str("PROXY_API_TOKEN", ""),
+		AdminToken:             l.str("ADMIN_TOKEN", ""),
+		NotificationKey:        l.str("PREFECT_NOTIFICATIONS_WEBHOOK_KEY", ""),
+		DjangoWebhookURL:       l.url("DJANGO_WEBHOOK_URL", DefaultDjangoWebhookURL),
+		RelayStates:            l.list("RELAY_STATES", DefaultRelayStates),
+		RelayReconcileInterval: l.durationOrZero("RELAY_RECONCILE_INTERVAL", DefaultRelayReconcileInterval),
+		RelayRetrySchedule:     l.durations("RELAY_RETRY_SCHEDULE", DefaultRelayRetrySchedule),
+		DefaultWorkPool:        l.str("PREFECT_DEFAULT_WORK_POOL", proxy.DefaultWorkPool),
+		DefaultWorkQueue:       l.str("PREFECT_DEFAULT_WORK_QUEUE", proxy.DefaultWorkQueue),
+		FlowRepoURL:            l.str("FLOW_REPO_URL", proxy.DefaultFlowRepoURL),
+		FlowRepoBranch:         l.str("PREFECT_PROXY_GIT_BRANCH", proxy.DefaultFlowRepoBranch),
+		DeploymentEntrypoint:   l.str("DEPLOYMENT_ENTRYPOINT", proxy.DefaultDeploymentEntrypoint),
+		LogLevel:               l.oneOf("LOG_LEVEL", DefaultLogLevel, "trace", "debug", "info", "warn", "warning", "error"),
+		LogFormat:              l.oneOf("LOG_FORMAT", DefaultLogFormat, "json", "text"),
 	}
 	c.RelayInboundKey = l.str("RELAY_INBOUND_KEY", c.NotificationKey)
 	c.RelayReconcileExplicit = l.str("RELAY_RECONCILE_INTERVAL", "") != ""
 	if c.WorkerPollInterval == 0 {
-		// 5 ms keeps a synchronous write within ~5 ms of calling Prefect inline
-		// (docs/BENCHMARKS.md). The embedded Redis runs asynq's Lua scripts
-		// inside the api process, where polling that often costs a third of a
-		// core while idle — too much for a laptop, and latency matters less there.
-		c.WorkerPollInterval = 5 * time.Millisecond
+		c.WorkerPollInterval = jobs.DefaultPollInterval
 		if c.Embedded() {
-			c.WorkerPollInterval = 50 * time.Millisecond
+			c.WorkerPollInterval = jobs.DefaultEmbeddedPollInterval
 		}
 	}
 	if c.RedisURL != "" {
 		l.redisURL("REDIS_URL", c.RedisURL)
 	}
-	c.JobEncryptionKey, c.JobKeyGenerated = l.key("JOB_ENCRYPTION_KEY", c.Embedded())
+	if !o.noJobs {
+		c.JobEncryptionKey, c.JobKeyGenerated = l.key("JOB_ENCRYPTION_KEY", c.Embedded())
+	}
 	if l.err != nil {
 		return Config{}, l.err
 	}
+	if err := c.validate(); err != nil {
+		return Config{}, err
+	}
 	return c, nil
+}
+
+// validate checks the rules between settings.
+func (c Config) validate() error {
+	switch {
+	case c.JobWaitTimeout < c.PrefectTimeout:
+		// A synchronous write must be able to wait for at least one Prefect
+		// call, or a slow but healthy Prefect turns every write into a 504.
+		return fmt.Errorf("config: JOB_WAIT_TIMEOUT (%s) must be at least PREFECT_API_TIMEOUT (%s): "+
+			"a write waits for at least one Prefect call", c.JobWaitTimeout, c.PrefectTimeout)
+	case c.JobAttemptTimeout < c.PrefectTimeout:
+		return fmt.Errorf("config: JOB_ATTEMPT_TIMEOUT (%s) must be at least PREFECT_API_TIMEOUT (%s): "+
+			"a job's attempt must fit one Prefect call", c.JobAttemptTimeout, c.PrefectTimeout)
+	}
+	return nil
 }
 
 // loader keeps the first error so Load reads as a flat list of fields.

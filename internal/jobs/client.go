@@ -28,6 +28,18 @@ const DoneChannel = "prefect-proxy:jobs:done"
 // idempotencyNS namespaces the deterministic job ids made from Idempotency-Key.
 var idempotencyNS = uuid.MustParse("6f1d3c2e-5b7a-4c1e-9a52-0d4b3f7e8a61")
 
+// Defaults of the job settings (JOB_MAX_ATTEMPTS, JOB_RETENTION,
+// JOB_ATTEMPT_TIMEOUT, JOB_WAIT_TIMEOUT).
+const (
+	DefaultMaxAttempts = 10
+	DefaultRetention   = 24 * time.Hour
+	// DefaultAttemptTimeout bounds one attempt of a job in a worker.
+	DefaultAttemptTimeout = 5 * time.Minute
+	// DefaultWait is how long a synchronous write route waits for its job:
+	// under Django's 30 s, so Django gets the 504 with the job id.
+	DefaultWait = 25 * time.Second
+)
+
 // ClientConfig configures the api side of jobs.
 type ClientConfig struct {
 	Key         []byte        // JOB_ENCRYPTION_KEY
@@ -35,7 +47,7 @@ type ClientConfig struct {
 	MaxAttempts int           // JOB_MAX_ATTEMPTS
 	Retention   time.Duration // JOB_RETENTION
 	// AttemptTimeout bounds one attempt of a job in a worker (asynq's task
-	// timeout). Default 5 minutes.
+	// timeout). Default DefaultAttemptTimeout.
 	AttemptTimeout time.Duration
 	// PollInterval is the fallback re-check while waiting, in case a wake-up
 	// is lost (pub/sub is fire-and-forget). Default 1 s.
@@ -65,13 +77,13 @@ func NewClient(ctx context.Context, rdb redis.UniversalClient, cfg ClientConfig)
 		return nil, err
 	}
 	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 10
+		cfg.MaxAttempts = DefaultMaxAttempts
 	}
 	if cfg.Retention <= 0 {
-		cfg.Retention = 24 * time.Hour
+		cfg.Retention = DefaultRetention
 	}
 	if cfg.AttemptTimeout <= 0 {
-		cfg.AttemptTimeout = 5 * time.Minute
+		cfg.AttemptTimeout = DefaultAttemptTimeout
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second

@@ -90,6 +90,19 @@ func Ping(ctx context.Context, rc redis.UniversalClient) error {
 	return rc.Ping(ctx).Err()
 }
 
+// Defaults of the worker settings (WORKER_CONCURRENCY, WORKER_POLL_INTERVAL).
+const (
+	DefaultConcurrency = 10
+	// DefaultPollInterval keeps a synchronous write within ~5 ms of calling
+	// Prefect inline (docs/BENCHMARKS.md, "Jobs").
+	DefaultPollInterval = 5 * time.Millisecond
+	// DefaultEmbeddedPollInterval is the default with the embedded Redis,
+	// which runs asynq's Lua scripts inside the api process: polling every
+	// 5 ms there costs a third of a core while idle — too much for a laptop,
+	// and latency matters less there.
+	DefaultEmbeddedPollInterval = 50 * time.Millisecond
+)
+
 // ServerConfig configures a worker.
 type ServerConfig struct {
 	Concurrency     int
@@ -98,7 +111,7 @@ type ServerConfig struct {
 	// RetryDelay picks the delay before a failed task's next attempt; nil
 	// means asynq's default. internal/worker dispatches it by task type.
 	RetryDelay asynq.RetryDelayFunc
-	// PollInterval is asynq's TaskCheckInterval (default 5 ms): an idle
+	// PollInterval is asynq's TaskCheckInterval (default DefaultPollInterval): an idle
 	// worker looks for a new job every 0.5–1.5× this, so it is most of what
 	// the job system adds to a synchronous write. Measured (docs/BENCHMARKS.md,
 	// "Jobs"): p50 added 18.5 ms at 20 ms, 4.4 ms at 5 ms; an idle worker costs
@@ -115,7 +128,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig) *asynq.Server {
 		cfg.ShutdownTimeout = 20 * time.Second
 	}
 	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = 5 * time.Millisecond
+		cfg.PollInterval = DefaultPollInterval
 	}
 	if cfg.Queues == nil {
 		cfg.Queues = QueueWeights()

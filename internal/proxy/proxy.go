@@ -31,11 +31,22 @@ type Service struct {
 	blockRefs            blockCache // block type/schema ids used by the block writes
 }
 
-// New builds a Service.
+// Defaults of the deployment settings, the Python proxy's values
+// (PREFECT_DEFAULT_WORK_POOL, PREFECT_DEFAULT_WORK_QUEUE, FLOW_REPO_URL,
+// PREFECT_PROXY_GIT_BRANCH, DEPLOYMENT_ENTRYPOINT).
+const (
+	DefaultWorkPool             = "default-agent-pool"
+	DefaultWorkQueue            = "ddp"
+	DefaultFlowRepoURL          = "https://github.com/DalgoT4D/prefect-proxy.git"
+	DefaultFlowRepoBranch       = "main"
+	DefaultDeploymentEntrypoint = "proxy/prefect_flows_runner.py:deployment_schedule_flow_v5"
+)
+
+// New builds a Service with the default deployment settings.
 func New(pc *prefect.Client, log logrus.FieldLogger) *Service {
-	return &Service{prefect: pc, log: log, DefaultWorkPool: "default-agent-pool", DefaultWorkQueue: "ddp",
-		FlowRepoURL: "https://github.com/DalgoT4D/prefect-proxy.git", FlowRepoBranch: "main",
-		DeploymentEntrypoint: "proxy/prefect_flows_runner.py:deployment_schedule_flow_v5"}
+	return &Service{prefect: pc, log: log, DefaultWorkPool: DefaultWorkPool, DefaultWorkQueue: DefaultWorkQueue,
+		FlowRepoURL: DefaultFlowRepoURL, FlowRepoBranch: DefaultFlowRepoBranch,
+		DeploymentEntrypoint: DefaultDeploymentEntrypoint}
 }
 
 // Prefect exposes the client, for routes that pass Prefect's answer through.
