@@ -282,36 +282,8 @@ func (c *Client) jobOf(info *asynq.TaskInfo) (*Job, error) {
 	if env, err := c.openEnvelope(info); err == nil {
 		j.CreatedAt = env.CreatedAt
 	}
-	var out *outcome
-	if len(info.Result) > 0 {
-		plain, err := c.sealer.Open(info.Result, resultAAD(info.ID))
-		if err == nil {
-			out = &outcome{}
-			if json.Unmarshal(plain, out) != nil {
-				out = nil
-			}
-		}
-	}
-	switch info.State {
-	case asynq.TaskStateActive:
-		j.State, j.Attempts = StateRunning, info.Retried+1
-	case asynq.TaskStateRetry:
-		j.State, j.Attempts = StateRetrying, info.Retried
-	case asynq.TaskStatePending, asynq.TaskStateScheduled:
-		j.State, j.Attempts = StateQueued, info.Retried
-		if info.Retried > 0 {
-			j.State = StateRetrying
-		}
-	case asynq.TaskStateCompleted:
-		j.State, j.Attempts = StateSucceeded, info.Retried+1
-		j.CompletedAt = info.CompletedAt
-	case asynq.TaskStateArchived:
-		j.State, j.Attempts = StateFailed, info.Retried+1
-		j.CompletedAt = info.LastFailedAt
-	default:
-		j.State = StateQueued
-	}
-	if out != nil {
+	j.State, j.Attempts, j.CompletedAt = stateOf(info)
+	if out := c.outcomeOf(info); out != nil {
 		j.Status, j.Body = out.Status, out.Body
 		if out.Final {
 			// The worker writes the answer before asynq moves the task out of
@@ -324,6 +296,49 @@ func (c *Client) jobOf(info *asynq.TaskInfo) (*Job, error) {
 			}
 		}
 	}
+	lostAnswer(j, info)
+	return j, nil
+}
+
+// outcomeOf is the worker's sealed answer, or nil when there is none it can
+// read.
+func (c *Client) outcomeOf(info *asynq.TaskInfo) *outcome {
+	if len(info.Result) == 0 {
+		return nil
+	}
+	plain, err := c.sealer.Open(info.Result, resultAAD(info.ID))
+	if err != nil {
+		return nil
+	}
+	out := &outcome{}
+	if json.Unmarshal(plain, out) != nil {
+		return nil
+	}
+	return out
+}
+
+// stateOf is a job's state as asynq sees it.
+func stateOf(info *asynq.TaskInfo) (state State, attempts int, completed time.Time) {
+	switch info.State {
+	case asynq.TaskStateActive:
+		return StateRunning, info.Retried + 1, time.Time{}
+	case asynq.TaskStateRetry:
+		return StateRetrying, info.Retried, time.Time{}
+	case asynq.TaskStatePending, asynq.TaskStateScheduled:
+		if info.Retried > 0 {
+			return StateRetrying, info.Retried, time.Time{}
+		}
+		return StateQueued, info.Retried, time.Time{}
+	case asynq.TaskStateCompleted:
+		return StateSucceeded, info.Retried + 1, info.CompletedAt
+	case asynq.TaskStateArchived:
+		return StateFailed, info.Retried + 1, info.LastFailedAt
+	}
+	return StateQueued, 0, time.Time{}
+}
+
+// lostAnswer gives a finished job without a readable answer a clear one.
+func lostAnswer(j *Job, info *asynq.TaskInfo) {
 	if j.State == StateFailed && j.Status == 0 {
 		// Archived without an answer we can read: the last attempt was cut
 		// off (deadline, worker lost) or api and worker disagree on
@@ -340,7 +355,6 @@ func (c *Client) jobOf(info *asynq.TaskInfo) (*Job, error) {
 		j.Status = http.StatusBadGateway
 		j.Body = detailBody("the job completed but its answer could not be read; check the change in Prefect")
 	}
-	return j, nil
 }
 
 // Wait waits up to d for the job to be done and returns its latest state
@@ -366,13 +380,7 @@ func (c *Client) Wait(ctx context.Context, e Enqueued, d time.Duration) (*Job, e
 	var soon <-chan time.Time
 	recheck := 10 * time.Millisecond
 	for {
-		var j *Job
-		var err error
-		if e.Queue != "" {
-			j, err = c.get(e.Queue, e.ID)
-		} else {
-			j, err = c.Get(ctx, e.ID)
-		}
+		j, err := c.lookup(ctx, e)
 		switch {
 		case err == nil:
 			if j.Done() || d <= 0 {
@@ -381,19 +389,11 @@ func (c *Client) Wait(ctx context.Context, e Enqueued, d time.Duration) (*Job, e
 		case errors.Is(err, ErrNotFound) || d <= 0:
 			return nil, err
 		default:
-			// Redis blipped: the job goes on, and so does the wait. A
-			// wake-up may be lost meanwhile, so re-check soon.
-			if ctx.Err() != nil {
+			// Redis blipped: the job goes on, and so does the wait.
+			if !c.pauseAfterBlip(ctx, timeout) {
 				return nil, err
 			}
-			select {
-			case <-timeout:
-				return nil, err
-			case <-ctx.Done():
-				return nil, err
-			case <-time.After(min(c.cfg.PollInterval, 100*time.Millisecond)):
-				continue
-			}
+			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -408,6 +408,30 @@ func (c *Client) Wait(ctx context.Context, e Enqueued, d time.Duration) (*Job, e
 			}
 		case <-poll.C:
 		}
+	}
+}
+
+func (c *Client) lookup(ctx context.Context, e Enqueued) (*Job, error) {
+	if e.Queue != "" {
+		return c.get(e.Queue, e.ID)
+	}
+	return c.Get(ctx, e.ID)
+}
+
+// pauseAfterBlip waits a moment after a Redis fault before the next
+// re-check (soon: a wake-up may have been lost meanwhile). It reports false
+// when the wait is over instead.
+func (c *Client) pauseAfterBlip(ctx context.Context, timeout <-chan time.Time) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	select {
+	case <-timeout:
+		return false
+	case <-ctx.Done():
+		return false
+	case <-time.After(min(c.cfg.PollInterval, 100*time.Millisecond)):
+		return true
 	}
 }
 

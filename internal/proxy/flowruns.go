@@ -407,8 +407,12 @@ func (s *Service) dbtTestFailed(ctx context.Context, roots []string) (map[string
 		}
 		frontier = next
 	}
-	// A root fails when any flow run of its own tree does; walk each tree
-	// separately (a root may also be another root's subflow).
+	return failedTrees(roots, children, hasFailed), nil
+}
+
+// failedTrees: a root fails when any flow run of its own tree does; each
+// tree is walked separately (a root may also be another root's subflow).
+func failedTrees(roots []string, children map[string][]string, hasFailed map[string]bool) map[string]bool {
 	out := make(map[string]bool, len(roots))
 	for _, r := range roots {
 		visited := map[string]bool{}
@@ -426,5 +430,5 @@ func (s *Service) dbtTestFailed(ctx context.Context, roots []string) (map[string
 			stack = append(stack, children[n]...)
 		}
 	}
-	return out, nil
+	return out
 }
