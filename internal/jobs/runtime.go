@@ -3,7 +3,6 @@
 package jobs
 
 import (
-	"context"
 	"fmt"
 	"time"
 
@@ -83,11 +82,6 @@ func (e *Embedded) URL() string { return "redis://" + e.mr.Addr() }
 func (e *Embedded) Close() {
 	close(e.stop)
 	e.mr.Close()
-}
-
-// Ping checks that Redis answers.
-func Ping(ctx context.Context, rc redis.UniversalClient) error {
-	return rc.Ping(ctx).Err()
 }
 
 // Defaults of the worker settings (WORKER_CONCURRENCY, WORKER_POLL_INTERVAL).
