@@ -12,28 +12,18 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/gin-gonic/gin"
-	"github.com/hibiken/asynqmon"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/redis/go-redis/v9"
-
+	"github.com/DalgoT4D/prefect-proxy-go/internal/app"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/cli"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/httpapi"
-	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/logging"
-	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
-	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
-	"github.com/DalgoT4D/prefect-proxy-go/internal/worker"
 )
 
 func main() {
@@ -78,92 +68,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error {
 	log := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
 	log.WithField("component", "relay").Info(relay.Describe(cfg))
-
-	redisURL := cfg.RedisURL
 	if cfg.Embedded() {
-		emb, err := jobs.StartEmbedded()
-		if err != nil {
-			return err
-		}
-		defer emb.Close()
-		redisURL = emb.URL()
 		log.Warn("REDIS_URL is unset: using an embedded in-memory Redis and an in-process worker; " +
 			"jobs and notifications are NOT durable across restarts. Set REDIS_URL in production.")
 	}
-	redisOpt, err := jobs.RedisOpt(redisURL)
+	a, err := app.New(cfg, log)
 	if err != nil {
 		return err
 	}
-	rdb := redisOpt.MakeRedisClient().(redis.UniversalClient)
-	defer rdb.Close()
-	var repl *jobs.Replication
-	if !cfg.Embedded() {
-		if err := jobs.RefuseCluster(ctx, rdb); err != nil {
-			return err
-		}
-		repl = jobs.NewReplication(rdb, cfg.RedisWaitReplicas, cfg.RedisWaitTimeout)
-	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	pc := prefect.New(prefect.Config{
-		BaseURL:    cfg.PrefectURL,
-		Timeout:    cfg.PrefectTimeout,
-		AuthString: cfg.PrefectAuthString,
-		APIKey:     cfg.PrefectAPIKey,
-	})
-	svc := proxy.New(pc, log)
-	svc.DefaultWorkPool, svc.DefaultWorkQueue = cfg.DefaultWorkPool, cfg.DefaultWorkQueue
-	svc.FlowRepoURL, svc.FlowRepoBranch, svc.DeploymentEntrypoint = cfg.FlowRepoURL, cfg.FlowRepoBranch, cfg.DeploymentEntrypoint
-
-	ops := worker.WriteOps(svc)
+	defer a.Close()
 	if cfg.Embedded() {
-		w, err := worker.New(worker.Deps{Config: cfg, Log: log, Redis: redisOpt, Prefect: pc, Registry: reg, Ops: ops, PollInterval: cfg.WorkerPollInterval})
+		w, err := a.StartWorker()
 		if err != nil {
-			return err
-		}
-		if err := w.Start(); err != nil {
 			return err
 		}
 		defer w.Shutdown()
 	}
-	jc, err := jobs.NewClient(ctx, rdb, jobs.ClientConfig{Key: cfg.JobEncryptionKey, Ops: ops,
-		MaxAttempts: cfg.JobMaxAttempts, Retention: cfg.JobRetention, Replication: repl, Log: log.WithField("component", "jobs")})
+	handler, err := a.API(ctx)
 	if err != nil {
-		return fmt.Errorf("api: redis at REDIS_URL not reachable: %w", err)
+		return err
 	}
-	defer jc.Close()
-	var mon http.Handler
-	if cfg.AdminToken != "" {
-		m := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: redisOpt})
-		defer m.Close()
-		mon = m
-	}
-
-	relayAPI := relay.NewAPI(cfg, rdb, log.WithField("component", "relay"), reg)
-	if repl != nil && relayAPI.Ingress != nil {
-		// The ingress's 202 is an acknowledgement to Prefect: make it survive a failover.
-		relayAPI.Ingress.Queue = repl.Enqueuer(relayAPI.Ingress.Queue)
-	}
-	handler := httpapi.New(httpapi.Deps{
-		Config:     cfg,
-		Log:        log,
-		Proxy:      svc,
-		Metrics:    httpapi.NewMetrics(reg),
-		Jobs:       jc,
-		Monitoring: mon,
-		Relay:      relayAPI,
-		Ready: func(c *gin.Context) error {
-			ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
-			defer cancel()
-			if err := rdb.Ping(ctx).Err(); err != nil {
-				return errors.New("redis not reachable")
-			}
-			return nil
-		},
-	})
-	return httpapi.Serve(ctx, cfg.ListenAddr, handler, httpapi.LimitsFor(cfg), func(a net.Addr) {
-		fmt.Fprintf(stdout, "api listening on http://%s (Prefect %s)\n", a, cfg.PrefectURL)
-		log.WithField("addr", a.String()).Info("api listening")
+	return httpapi.Serve(ctx, cfg.ListenAddr, handler, httpapi.LimitsFor(cfg), func(addr net.Addr) {
+		fmt.Fprintf(stdout, "api listening on http://%s (Prefect %s)\n", addr, cfg.PrefectURL)
+		log.WithField("addr", addr.String()).Info("api listening")
 	})
 }

@@ -54,8 +54,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Program:  config.RelaySetup,
 		Flags: func(fs *flag.FlagSet) {
 			publicURL = fs.String("url", env("RELAY_PUBLIC_URL"), "the relay's URL as Prefect reaches it, e.g. https://proxy.example.org/webhooks/v1/notification/ (env RELAY_PUBLIC_URL)")
-			blockName = fs.String("block-name", "dalgo-relay", "name of the Webhook block document")
-			automationName = fs.String("automation-name", "dalgo-relay: flow run states", "name of the automation")
+			blockName = fs.String("block-name", relay.DefaultBlockName, "name of the Webhook block document")
+			automationName = fs.String("automation-name", relay.DefaultAutomationName, "name of the automation")
 			tags = fs.String("tags", "", "comma-separated Prefect tags: only runs with one of them notify (default: every run)")
 			replace = fs.String("replace", "", `comma-separated names of automations to disable first, e.g. "Flow Run State Change Notification" (Prefect calling Django directly)`)
 		},
@@ -73,14 +73,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if *publicURL == "" {
 		return cli.Usage("relay-setup: -url (or RELAY_PUBLIC_URL) is required: the relay's public URL")
 	}
-	// Setup talks to Prefect only: hide REDIS_URL so the same environment as
-	// the workers' works without JOB_ENCRYPTION_KEY.
-	cfg, err := config.Load(func(k string) string {
-		if k == "REDIS_URL" {
-			return ""
-		}
-		return env(k)
-	})
+	// Setup never seals a job: the workers' environment works without
+	// JOB_ENCRYPTION_KEY, and REDIS_URL is validated as everywhere else.
+	cfg, err := config.Load(env, config.NoJobs)
 	if err != nil {
 		return err
 	}
@@ -91,12 +86,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// be recorded would leave the reconciler off while Prefect no longer
 	// calls Django directly.
 	var rdb redis.UniversalClient
-	if raw := env("REDIS_URL"); raw != "" {
-		opt, err := jobs.RedisOpt(raw)
-		if err != nil {
+	if !cfg.Embedded() {
+		if rdb, err = jobs.Connect(cfg.RedisURL); err != nil {
 			return err
 		}
-		rdb = opt.MakeRedisClient().(redis.UniversalClient)
 		defer rdb.Close()
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			return fmt.Errorf("relay-setup: redis at REDIS_URL not reachable: %w", err)

@@ -18,18 +18,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-
+	"github.com/DalgoT4D/prefect-proxy-go/internal/app"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/cli"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/httpapi"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/logging"
-	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
-	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
-	"github.com/DalgoT4D/prefect-proxy-go/internal/worker"
 )
 
 func main() {
@@ -73,32 +68,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
 	log.WithField("component", "relay").Info(relay.Describe(cfg))
-	redisOpt, err := jobs.RedisOpt(cfg.RedisURL)
+	a, err := app.New(cfg, log)
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	pc := prefect.New(prefect.Config{
-		BaseURL:    cfg.PrefectURL,
-		Timeout:    cfg.PrefectTimeout,
-		AuthString: cfg.PrefectAuthString,
-		APIKey:     cfg.PrefectAPIKey,
-	})
-	svc := proxy.New(pc, log)
-	svc.DefaultWorkPool, svc.DefaultWorkQueue = cfg.DefaultWorkPool, cfg.DefaultWorkQueue
-	svc.FlowRepoURL, svc.FlowRepoBranch, svc.DeploymentEntrypoint = cfg.FlowRepoURL, cfg.FlowRepoBranch, cfg.DeploymentEntrypoint
-	w, err := worker.New(worker.Deps{Config: cfg, Log: log, Redis: redisOpt, Prefect: pc, Registry: reg, Proxy: svc, PollInterval: cfg.WorkerPollInterval})
-	if err != nil {
-		return err
-	}
-	if err := w.Ready(ctx); err != nil {
+	defer a.Close()
+	if err := a.Ping(ctx); err != nil {
 		return fmt.Errorf("worker: redis at REDIS_URL not reachable: %w", err)
 	}
-	if err := w.RefuseCluster(ctx); err != nil {
+	if err := jobs.RefuseCluster(ctx, a.Redis); err != nil {
 		return err
 	}
-	if err := w.Start(); err != nil {
+	w, err := a.StartWorker()
+	if err != nil {
 		return err
 	}
 	defer func() {
@@ -106,8 +88,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		w.Shutdown()
 		log.Info("worker stopped")
 	}()
-	return httpapi.Serve(ctx, cfg.WorkerListenAddr, w.OpsHandler(), httpapi.LimitsFor(cfg), func(a net.Addr) {
-		fmt.Fprintf(stdout, "worker ops listening on http://%s\n", a)
-		log.WithField("addr", a.String()).Info("worker started")
+	return httpapi.Serve(ctx, cfg.WorkerListenAddr, w.OpsHandler(), httpapi.LimitsFor(cfg), func(addr net.Addr) {
+		fmt.Fprintf(stdout, "worker ops listening on http://%s\n", addr)
+		log.WithField("addr", addr.String()).Info("worker started")
 	})
 }

@@ -10,26 +10,24 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gin-gonic/gin"
-	"github.com/prometheus/client_golang/prometheus"
-
+	"github.com/DalgoT4D/prefect-proxy-go/internal/app"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/httpapi"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/logging"
-	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
-	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/testenv"
 )
 
-// Proxy is the api's real read path — config.Load, prefect.Client,
-// proxy.Service, httpapi.New with its middleware, metrics and JSON access log,
-// served by httpapi.Serve — listening on loopback TCP, wired as cmd/api wires
-// it (minus Redis and the worker, which reads do not touch).
+// Proxy is the api's real read path — config.Load, then app.New and its API
+// (prefect.Client, proxy.Service, httpapi.New with its middleware, metrics
+// and JSON access log), served by httpapi.Serve — listening on loopback TCP,
+// wired by the same code as cmd/api (minus the worker, which reads do not
+// touch; the embedded Redis sits idle).
 type Proxy struct {
-	URL  string // http://127.0.0.1:port
-	stop context.CancelFunc
-	done chan error
-	proc *testenv.Proc // StartBinary's process
+	URL   string // http://127.0.0.1:port
+	stop  context.CancelFunc
+	done  chan error
+	proc  *testenv.Proc // StartBinary's process
+	close func()        // releases the app (nil for StartBinary)
 	// CPU, when set, is the CPU time used so far by a proxy running in
 	// another process (StartBinary); in-process CPU is in Result.CPU already.
 	CPU func() time.Duration
@@ -45,18 +43,18 @@ func StartProxy(prefectAPI string, logOut io.Writer) (*Proxy, error) {
 		return nil, err
 	}
 	log := logging.New(logOut, cfg.LogLevel, cfg.LogFormat)
-	pc := prefect.New(prefect.Config{BaseURL: cfg.PrefectURL, Timeout: cfg.PrefectTimeout})
-	svc := proxy.New(pc, log)
-	handler := httpapi.New(httpapi.Deps{
-		Config:  cfg,
-		Log:     log,
-		Proxy:   svc,
-		Metrics: httpapi.NewMetrics(prometheus.NewRegistry()),
-		Ready:   func(*gin.Context) error { return nil },
-	})
+	a, err := app.New(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	handler, err := a.API(context.Background())
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan net.Addr, 1)
-	p := &Proxy{stop: cancel, done: make(chan error, 1)}
+	p := &Proxy{stop: cancel, done: make(chan error, 1), close: a.Close}
 	go func() {
 		p.done <- httpapi.Serve(ctx, cfg.ListenAddr, handler, httpapi.LimitsFor(cfg), func(a net.Addr) { addr <- a })
 	}()
@@ -66,9 +64,11 @@ func StartProxy(prefectAPI string, logOut io.Writer) (*Proxy, error) {
 		return p, nil
 	case err := <-p.done:
 		cancel()
+		a.Close()
 		return nil, fmt.Errorf("proxy did not start: %w", err)
 	case <-time.After(5 * time.Second):
 		cancel()
+		go func() { <-p.done; a.Close() }()
 		return nil, fmt.Errorf("proxy did not start in 5s")
 	}
 }
@@ -82,7 +82,11 @@ func (p *Proxy) Close() error {
 		return nil
 	}
 	p.stop()
-	return <-p.done
+	err := <-p.done
+	if p.close != nil {
+		p.close()
+	}
+	return err
 }
 
 // StartBinary runs the cmd/api binary (built by internal/testenv's launcher)

@@ -1,6 +1,8 @@
 // Package config turns the environment (and an optional ./.env file) into a
-// typed Config. Defaults live here and only here; Load reports the first bad
-// variable by name so a misconfigured process fails with one clear line.
+// typed Config. Each default is a named constant next to what it configures
+// (prefect, proxy, jobs) or below, stated once; Load reports the first bad
+// variable by name, then validate the first broken cross-field rule, so a
+// misconfigured process fails with one clear line.
 package config
 
 import (
@@ -13,6 +15,8 @@ import (
 	"time"
 
 	"github.com/joho/godotenv"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 )
 
 // Config is everything the api and worker processes read from the environment.
@@ -36,7 +40,9 @@ type Config struct {
 	JobWaitTimeout time.Duration
 	// HTTPIdleTimeout closes a keep-alive connection (api and worker ops
 	// port) that sends no new request for this long.
-	HTTPIdleTimeout   time.Duration
+	HTTPIdleTimeout time.Duration
+	// JobAttemptTimeout bounds one attempt of a write job in a worker.
+	JobAttemptTimeout time.Duration
 	JobRetention      time.Duration
 	WorkerConcurrency int
 	// WorkerPollInterval is how often an idle worker asks Redis for jobs: the
@@ -95,9 +101,23 @@ func Env(getenv func(string) string, dotenvPath string) func(string) string {
 	}
 }
 
-// Load reads the configuration through getenv. An unset variable takes its
-// default from Vars(), the one table of names and defaults.
-func Load(getenv func(string) string) (Config, error) {
+// Option adjusts what Load requires for one kind of process.
+type Option func(*options)
+
+type options struct{ noJobs bool }
+
+// NoJobs is for a process that never seals or opens a job (relay-setup):
+// JOB_ENCRYPTION_KEY is not required even with REDIS_URL set.
+func NoJobs(o *options) { o.noJobs = true }
+
+// Load reads the configuration through getenv and validates it. An unset
+// variable takes its default from Vars(), the one table of names and
+// defaults.
+func Load(getenv func(string) string, opts ...Option) (Config, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	l := loader{getenv: withDefaults(getenv)}
 	c := Config{
 		ListenAddr:             l.str("LISTEN_ADDR"),
@@ -111,6 +131,7 @@ func Load(getenv func(string) string) (Config, error) {
 		RedisWaitTimeout:       l.duration("REDIS_WAIT_TIMEOUT"),
 		JobWaitTimeout:         l.duration("JOB_WAIT_TIMEOUT"),
 		HTTPIdleTimeout:        l.duration("HTTP_IDLE_TIMEOUT"),
+		JobAttemptTimeout:      l.duration("JOB_ATTEMPT_TIMEOUT"),
 		JobRetention:           l.duration("JOB_RETENTION"),
 		WorkerConcurrency:      l.positiveInt("WORKER_CONCURRENCY"),
 		JobMaxAttempts:         l.positiveInt("JOB_MAX_ATTEMPTS"),
@@ -136,23 +157,39 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	c.RelayReconcileExplicit = getenv("RELAY_RECONCILE_INTERVAL") != ""
 	if c.WorkerPollInterval == 0 {
-		// 5 ms keeps a synchronous write within ~5 ms of calling Prefect inline
-		// (docs/BENCHMARKS.md). The embedded Redis runs asynq's Lua scripts
-		// inside the api process, where polling that often costs a third of a
-		// core while idle — too much for a laptop, and latency matters less there.
-		c.WorkerPollInterval = 5 * time.Millisecond
+		c.WorkerPollInterval = jobs.DefaultPollInterval
 		if c.Embedded() {
-			c.WorkerPollInterval = 50 * time.Millisecond
+			c.WorkerPollInterval = jobs.DefaultEmbeddedPollInterval
 		}
 	}
 	if c.RedisURL != "" {
 		l.redisURL("REDIS_URL", c.RedisURL)
 	}
-	c.JobEncryptionKey, c.JobKeyGenerated = l.key("JOB_ENCRYPTION_KEY", c.Embedded())
+	if !o.noJobs {
+		c.JobEncryptionKey, c.JobKeyGenerated = l.key("JOB_ENCRYPTION_KEY", c.Embedded())
+	}
 	if l.err != nil {
 		return Config{}, l.err
 	}
+	if err := c.validate(); err != nil {
+		return Config{}, err
+	}
 	return c, nil
+}
+
+// validate checks the rules between settings.
+func (c Config) validate() error {
+	switch {
+	case c.JobWaitTimeout < c.PrefectTimeout:
+		// A synchronous write must be able to wait for at least one Prefect
+		// call, or a slow but healthy Prefect turns every write into a 504.
+		return fmt.Errorf("config: JOB_WAIT_TIMEOUT (%s) must be at least PREFECT_API_TIMEOUT (%s): "+
+			"a write waits for at least one Prefect call", c.JobWaitTimeout, c.PrefectTimeout)
+	case c.JobAttemptTimeout < c.PrefectTimeout:
+		return fmt.Errorf("config: JOB_ATTEMPT_TIMEOUT (%s) must be at least PREFECT_API_TIMEOUT (%s): "+
+			"a job's attempt must fit one Prefect call", c.JobAttemptTimeout, c.PrefectTimeout)
+	}
+	return nil
 }
 
 // loader keeps the first error so Load reads as a flat list of fields.

@@ -26,10 +26,11 @@ func TestDefaults(t *testing.T) {
 		{"ListenAddr", c.ListenAddr, ":8085"},
 		{"WorkerListenAddr", c.WorkerListenAddr, ":8086"},
 		{"PrefectURL", c.PrefectURL.String(), "http://127.0.0.1:4200/api"},
-		{"PrefectTimeout", c.PrefectTimeout, 30 * time.Second},
+		{"PrefectTimeout", c.PrefectTimeout, 20 * time.Second},
 		{"JobWaitTimeout", c.JobWaitTimeout, 25 * time.Second},
 		{"RedisWaitReplicas", c.RedisWaitReplicas, 1},
 		{"RedisWaitTimeout", c.RedisWaitTimeout, time.Second},
+		{"JobAttemptTimeout", c.JobAttemptTimeout, 5 * time.Minute},
 		{"JobRetention", c.JobRetention, 24 * time.Hour},
 		{"HTTPIdleTimeout", c.HTTPIdleTimeout, 90 * time.Second},
 		{"WorkerConcurrency", c.WorkerConcurrency, 10},
@@ -155,6 +156,50 @@ func TestRedisClusterRefusedNamingSentinel(t *testing.T) {
 			!strings.Contains(err.Error(), "redis-sentinel://") || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: want one line refusing Cluster and naming Sentinel, got %v", u, err)
 		}
+	}
+}
+
+func TestCrossFieldRulesFailWithOneLine(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		env  map[string]string
+		want string // "" = valid
+	}{
+		{"a wait shorter than one Prefect call", map[string]string{"JOB_WAIT_TIMEOUT": "10s", "PREFECT_API_TIMEOUT": "15"},
+			"JOB_WAIT_TIMEOUT (10s) must be at least PREFECT_API_TIMEOUT (15s)"},
+		{"an attempt shorter than one Prefect call", map[string]string{"JOB_ATTEMPT_TIMEOUT": "10s", "PREFECT_API_TIMEOUT": "15", "JOB_WAIT_TIMEOUT": "30s"},
+			"JOB_ATTEMPT_TIMEOUT (10s) must be at least PREFECT_API_TIMEOUT (15s)"},
+		{"a raised Prefect timeout needs a longer wait", map[string]string{"PREFECT_API_TIMEOUT": "30"},
+			"JOB_WAIT_TIMEOUT (25s) must be at least PREFECT_API_TIMEOUT (30s)"},
+		{"equal is enough", map[string]string{"JOB_WAIT_TIMEOUT": "15s", "JOB_ATTEMPT_TIMEOUT": "15s", "PREFECT_API_TIMEOUT": "15"}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Load(env(tc.env))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("valid config refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("want %q, got %v", tc.want, err)
+			case err != nil && strings.Contains(err.Error(), "\n"):
+				t.Fatalf("error should be one line: %q", err)
+			}
+		})
+	}
+}
+
+// relay-setup never seals a job: with REDIS_URL set it needs no key, and
+// REDIS_URL is still validated.
+func TestNoJobsNeedsNoKey(t *testing.T) {
+	t.Parallel()
+	c, err := Load(env(map[string]string{"REDIS_URL": "redis://x:6379"}), NoJobs)
+	if err != nil || c.RedisURL != "redis://x:6379" || c.JobEncryptionKey != nil {
+		t.Fatalf("%+v %v", c, err)
+	}
+	if _, err := Load(env(map[string]string{"REDIS_URL": "http://x"}), NoJobs); err == nil || !strings.Contains(err.Error(), "REDIS_URL") {
+		t.Fatalf("bad REDIS_URL accepted: %v", err)
 	}
 }
 

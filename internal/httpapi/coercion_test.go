@@ -20,6 +20,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect/prefecttest"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/worker"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/writes"
 )
 
 // coercionAPI is the api's real handler with the real write operations, a
@@ -36,17 +37,16 @@ func coercionAPI(t *testing.T) (*prefecttest.Server, *writesBundle) {
 		prefecttest.Write(w, 201, map[string]any{"id": "fr-1", "name": "brave-otter"})
 	})
 	mr := miniredis.RunT(t)
-	opt, err := jobs.RedisOpt("redis://" + mr.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	cfg := config.Config{JobWaitTimeout: 20 * time.Second, JobRetention: time.Hour, JobMaxAttempts: 2,
 		WorkerConcurrency: 2, JobEncryptionKey: bytes.Repeat([]byte{7}, 32)}
 	svc := proxy.New(pf.Client(), log)
-	w, err := worker.New(worker.Deps{Config: cfg, Log: log, Redis: opt, Registry: prometheus.NewRegistry(),
-		Proxy: svc, ShutdownTimeout: time.Second})
+	ops := writes.New(svc)
+	w, err := worker.New(worker.Deps{Config: cfg, Log: log, Redis: rdb, Registry: prometheus.NewRegistry(),
+		Ops: ops.Registry(), ShutdownTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,15 +54,13 @@ func coercionAPI(t *testing.T) (*prefecttest.Server, *writesBundle) {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.Shutdown)
-	rdb := opt.MakeRedisClient().(redis.UniversalClient)
-	t.Cleanup(func() { _ = rdb.Close() })
 	jc, err := jobs.NewClient(context.Background(), rdb, jobs.ClientConfig{Key: cfg.JobEncryptionKey,
-		Ops: worker.WriteOps(svc), MaxAttempts: cfg.JobMaxAttempts, Retention: cfg.JobRetention, Log: log})
+		Ops: ops.Registry(), MaxAttempts: cfg.JobMaxAttempts, Retention: cfg.JobRetention, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(jc.Close)
-	api := New(Deps{Config: cfg, Log: log, Proxy: svc, Metrics: NewMetrics(prometheus.NewRegistry()), Jobs: jc})
+	api := New(Deps{Config: cfg, Log: log, Proxy: svc, Metrics: NewMetrics(prometheus.NewRegistry()), Jobs: jc, Ops: ops})
 	return pf, &writesBundle{api: api, prefect: pf, mr: mr, jobs: jc}
 }
 

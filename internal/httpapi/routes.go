@@ -4,7 +4,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/writes"
 )
 
 // addRoutes is the whole HTTP surface of the api. Paths are written as the
@@ -51,23 +51,27 @@ func addRoutes(r *gin.Engine, d Deps) {
 	// --- Writes (jobs) ---
 	// Each write is a job (internal/jobs): decode, enqueue, wait up to
 	// JOB_WAIT_TIMEOUT, answer as the Python proxy would (writes.go).
-	wr := writes{jobs: d.Jobs, wait: d.Config.JobWaitTimeout}
-	p.POST("/blocks/airbyte/server", wr.route(proxy.OpAirbyteServerCreate))
-	p.PUT("/blocks/airbyte/server", wr.route(proxy.OpAirbyteServerUpdate))
-	p.PUT("/blocks/airbyte/connection", wr.route(proxy.OpAirbyteConnectionUpsert))
-	p.POST("/blocks/secret", wr.route(proxy.OpSecretCreate))
-	p.PUT("/blocks/secret", wr.route(proxy.OpSecretUpsert))
-	r.DELETE("/delete-a-block/:block_id", requireToken(d.Config.ProxyAPIToken), wr.route(proxy.OpBlockDelete))
-	p.POST("/v1/deployments", wr.route(proxy.OpDeploymentCreate))
-	p.PUT("/v1/deployments/:deployment_id", wr.route(proxy.OpDeploymentUpdate))
-	p.PATCH("/v1/deployments/:deployment_id/entrypoint", wr.route(proxy.OpDeploymentEntrypoint))
-	p.DELETE("/deployments/:deployment_id", wr.route(proxy.OpDeploymentDelete))
-	p.POST("/deployments/:deployment_id/set_schedule/:status", wr.route(proxy.OpDeploymentSetSchedule))
-	p.POST("/deployments/:deployment_id/flow_run", wr.route(proxy.OpFlowRunCreate))
-	p.POST("/deployments/:deployment_id/flow_run/schedule", wr.route(proxy.OpFlowRunSchedule))
-	p.DELETE("/flow_runs/:flow_run_id", wr.route(proxy.OpFlowRunDelete))
-	p.POST("/flow_runs/:flow_run_id/retry", wr.route(proxy.OpFlowRunRetry))
-	p.POST("/flow_runs/:flow_run_id/set_state", wr.route(proxy.OpFlowRunCancel))
+	wr := writeRoutes{jobs: d.Jobs, wait: d.Config.JobWaitTimeout}
+	ops := d.Ops
+	if ops == nil {
+		ops = &writes.Ops{} // no job queue: every write route answers 503
+	}
+	p.POST("/blocks/airbyte/server", write(wr, ops.AirbyteServerCreate))
+	p.PUT("/blocks/airbyte/server", write(wr, ops.AirbyteServerUpdate))
+	p.PUT("/blocks/airbyte/connection", write(wr, ops.AirbyteConnectionUpsert))
+	p.POST("/blocks/secret", write(wr, ops.SecretCreate))
+	p.PUT("/blocks/secret", write(wr, ops.SecretUpsert))
+	r.DELETE("/delete-a-block/:block_id", requireToken(d.Config.ProxyAPIToken), write(wr, ops.BlockDelete))
+	p.POST("/v1/deployments", write(wr, ops.DeploymentCreate))
+	p.PUT("/v1/deployments/:deployment_id", write(wr, ops.DeploymentUpdate))
+	p.PATCH("/v1/deployments/:deployment_id/entrypoint", write(wr, ops.DeploymentEntrypoint))
+	p.DELETE("/deployments/:deployment_id", write(wr, ops.DeploymentDelete))
+	p.POST("/deployments/:deployment_id/set_schedule/:status", write(wr, ops.DeploymentSetSchedule))
+	p.POST("/deployments/:deployment_id/flow_run", write(wr, ops.FlowRunCreate))
+	p.POST("/deployments/:deployment_id/flow_run/schedule", write(wr, ops.FlowRunSchedule))
+	p.DELETE("/flow_runs/:flow_run_id", write(wr, ops.FlowRunDelete))
+	p.POST("/flow_runs/:flow_run_id/retry", write(wr, ops.FlowRunRetry))
+	p.POST("/flow_runs/:flow_run_id/set_state", write(wr, ops.FlowRunCancel))
 
 	// --- Job API ---
 	r.GET("/jobs/:id", requireToken(d.Config.ProxyAPIToken), h(getJob(d.Jobs)))

@@ -16,6 +16,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/writes"
 )
 
 // Deps are what the handlers need. Optional parts may be nil; their routes
@@ -29,6 +30,8 @@ type Deps struct {
 	Ready func(*gin.Context) error
 	// Jobs enqueues and reads write jobs; nil: write routes answer 503.
 	Jobs *jobs.Client
+	// Ops are the write operations the write routes enqueue.
+	Ops *writes.Ops
 	// Monitoring is asynqmon, mounted at /monitoring/ behind ADMIN_TOKEN.
 	Monitoring http.Handler
 	// Relay is the notification relay's ingress and dead-letter admin; nil:

@@ -24,6 +24,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/testenv"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/worker"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/writes"
 )
 
 // TestLiveWritesAnswerAsDocumented sends Django's writes through the real
@@ -49,15 +50,13 @@ func TestLiveWritesAnswerAsDocumented(t *testing.T) {
 	t.Cleanup(func() { _, _ = pf.Call(context.Background(), "DELETE", "/work_pools/"+pool, nil, nil) })
 
 	mr := miniredis.RunT(t)
-	opt, err := jobs.RedisOpt("redis://" + mr.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
 	cfg := config.Config{ProxyAPIToken: "tok", JobWaitTimeout: 30 * time.Second, JobRetention: time.Hour,
 		JobMaxAttempts: 3, WorkerConcurrency: 4, JobEncryptionKey: bytes.Repeat([]byte{7}, 32)}
-	ops := worker.WriteOps(svc)
-	w, err := worker.New(worker.Deps{Config: cfg, Log: log, Redis: opt, Registry: prometheus.NewRegistry(),
-		Ops: ops, ShutdownTimeout: 5 * time.Second, PollInterval: 5 * time.Millisecond})
+	ops := writes.New(svc)
+	w, err := worker.New(worker.Deps{Config: cfg, Log: log, Redis: rdb, Registry: prometheus.NewRegistry(),
+		Ops: ops.Registry(), ShutdownTimeout: 5 * time.Second, PollInterval: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,15 +64,13 @@ func TestLiveWritesAnswerAsDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.Shutdown)
-	rdb := opt.MakeRedisClient().(redis.UniversalClient)
-	t.Cleanup(func() { _ = rdb.Close() })
-	jc, err := jobs.NewClient(context.Background(), rdb, jobs.ClientConfig{Key: cfg.JobEncryptionKey, Ops: ops,
+	jc, err := jobs.NewClient(context.Background(), rdb, jobs.ClientConfig{Key: cfg.JobEncryptionKey, Ops: ops.Registry(),
 		MaxAttempts: cfg.JobMaxAttempts, Retention: cfg.JobRetention, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(jc.Close)
-	api := specChecked(t, New(Deps{Config: cfg, Log: log, Proxy: svc, Jobs: jc}))
+	api := specChecked(t, New(Deps{Config: cfg, Log: log, Proxy: svc, Jobs: jc, Ops: ops}))
 
 	do := func(method, path, body string, header ...string) (int, map[string]any) {
 		t.Helper()

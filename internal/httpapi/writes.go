@@ -19,40 +19,26 @@ import (
 // deployment's task list, a few KB).
 const maxWriteBody = 1 << 20
 
-// writes is the glue between a write route and its job: decode, enqueue,
+// writeRoutes is the glue between a write route and its job: decode, enqueue,
 // wait, answer exactly as the Python proxy would.
-type writes struct {
+type writeRoutes struct {
 	jobs *jobs.Client
 	wait time.Duration // JOB_WAIT_TIMEOUT
 }
 
-// route serves the write operation named op (proxy.WriteOps key).
-func (w writes) route(opName string) gin.HandlerFunc {
+// write serves op: decode in the api, run as a job, answer with its result.
+func write[P any](w writeRoutes, op jobs.Op[P]) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		if w.jobs == nil {
+		if w.jobs == nil || op.Decode == nil {
 			writeError(c, apperr.New(apperr.Unavailable, "the job queue is not configured"))
 			return
 		}
-		op, ok := w.jobs.Op(opName)
-		if !ok {
-			writeError(c, apperr.New(apperr.NotImplemented, "%s is not implemented yet", opName))
-			return
-		}
-		params := make(map[string]string, len(c.Params))
-		for _, p := range c.Params {
-			params[p.Key] = p.Value
-		}
-		body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxWriteBody))
+		body, err := readWriteBody(c)
 		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				writeError(c, apperr.New(apperr.TooLarge, "request body larger than %d bytes", maxWriteBody))
-				return
-			}
-			writeError(c, apperr.Wrap(apperr.Invalid, err, "cannot read the request body"))
+			writeError(c, err)
 			return
 		}
-		payload, err := op.Decode(params, body)
+		payload, err := op.Decode(pathParams(c), body)
 		if err != nil {
 			writeError(c, err)
 			return
@@ -64,62 +50,93 @@ func (w writes) route(opName string) gin.HandlerFunc {
 		}
 		pref := parsePrefer(c.Request.Header.Values("Prefer"))
 		c.Header("Vary", "Prefer")
-
-		e, err := w.jobs.Enqueue(c.Request.Context(), op, payload, jobs.EnqueueOptions{IdempotencyKey: key})
+		e, err := jobs.Enqueue(c.Request.Context(), w.jobs, op, payload, jobs.EnqueueOptions{IdempotencyKey: key})
 		if err != nil {
 			writeError(c, err)
 			return
 		}
-		wait, applied := w.wait, []string(nil)
-		if pref.waitSet && pref.wait <= w.wait {
-			wait = pref.wait
-			applied = append(applied, "wait="+strconv.Itoa(int(pref.wait/time.Second)))
-		} else if pref.async && !pref.waitSet {
-			wait = 0
+		w.answer(c, e, pref)
+	}
+}
+
+func pathParams(c *gin.Context) map[string]string {
+	params := make(map[string]string, len(c.Params))
+	for _, p := range c.Params {
+		params[p.Key] = p.Value
+	}
+	return params
+}
+
+// readWriteBody reads a write's body, at most maxWriteBody bytes.
+func readWriteBody(c *gin.Context) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxWriteBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, apperr.New(apperr.TooLarge, "request body larger than %d bytes", maxWriteBody)
 		}
-		var job *jobs.Job
-		if wait > 0 || e.Existing {
-			// An idempotent repeat of a finished job gets its answer at once,
-			// even when it asked for respond-async.
-			holdFor(c, wait)
-			job, err = w.jobs.Wait(c.Request.Context(), e, wait)
-			if err != nil {
-				// The job is queued and goes on: say where to find it.
-				ae := *apperr.From(err)
-				ae.Extra = map[string]any{"job_id": e.ID}
-				c.Header("Location", "/jobs/"+e.ID)
-				writeError(c, &ae)
-				return
-			}
+		return nil, apperr.Wrap(apperr.Invalid, err, "cannot read the request body")
+	}
+	return body, nil
+}
+
+// waitFor is how long to wait for the job as the client prefers, and the
+// preferences honoured.
+func (w writeRoutes) waitFor(pref prefer) (time.Duration, []string) {
+	switch {
+	case pref.waitSet && pref.wait <= w.wait:
+		return pref.wait, []string{"wait=" + strconv.Itoa(int(pref.wait/time.Second))}
+	case pref.async && !pref.waitSet:
+		return 0, nil
+	}
+	return w.wait, nil
+}
+
+// answer waits for the queued job as preferred and answers: its result once
+// done, 202 for respond-async, else 504 naming the job.
+func (w writeRoutes) answer(c *gin.Context, e jobs.Enqueued, pref prefer) {
+	wait, applied := w.waitFor(pref)
+	var job *jobs.Job
+	if wait > 0 || e.Existing {
+		// An idempotent repeat of a finished job gets its answer at once,
+		// even when it asked for respond-async.
+		holdFor(c, wait)
+		var err error
+		if job, err = w.jobs.Wait(c.Request.Context(), e, wait); err != nil {
+			// The job is queued and goes on: say where to find it.
+			ae := *apperr.From(err)
+			ae.Extra = map[string]any{"job_id": e.ID}
+			c.Header("Location", "/jobs/"+e.ID)
+			writeError(c, &ae)
+			return
 		}
-		location := "/jobs/" + e.ID
-		switch {
-		case job != nil && job.Done():
-			if applied != nil {
-				c.Header("Preference-Applied", strings.Join(applied, ", "))
-			}
-			c.Header("Job-Id", e.ID)
-			body := job.Body
-			if len(body) == 0 {
-				body = []byte("null")
-			}
-			c.Data(job.Status, "application/json", body)
-		case pref.async:
-			c.Header("Preference-Applied", strings.Join(append([]string{"respond-async"}, applied...), ", "))
-			c.Header("Location", location)
-			c.JSON(http.StatusAccepted, gin.H{"job_id": e.ID, "status_url": location})
-		default:
-			if applied != nil {
-				c.Header("Preference-Applied", strings.Join(applied, ", "))
-			}
-			c.Header("Location", location)
-			writeError(c, &apperr.Error{
-				Code: apperr.Timeout,
-				Message: fmt.Sprintf("the job did not finish within %s; it goes on, its result will be at %s",
-					wait, location),
-				Extra: map[string]any{"job_id": e.ID},
-			})
+	}
+	location := "/jobs/" + e.ID
+	if pref.async && (job == nil || !job.Done()) {
+		applied = append([]string{"respond-async"}, applied...)
+	}
+	if applied != nil {
+		c.Header("Preference-Applied", strings.Join(applied, ", "))
+	}
+	switch {
+	case job != nil && job.Done():
+		c.Header("Job-Id", e.ID)
+		body := job.Body
+		if len(body) == 0 {
+			body = []byte("null")
 		}
+		c.Data(job.Status, "application/json", body)
+	case pref.async:
+		c.Header("Location", location)
+		c.JSON(http.StatusAccepted, gin.H{"job_id": e.ID, "status_url": location})
+	default:
+		c.Header("Location", location)
+		writeError(c, &apperr.Error{
+			Code: apperr.Timeout,
+			Message: fmt.Sprintf("the job did not finish within %s; it goes on, its result will be at %s",
+				wait, location),
+			Extra: map[string]any{"job_id": e.ID},
+		})
 	}
 }
 

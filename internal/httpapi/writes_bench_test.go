@@ -33,6 +33,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/testenv"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/worker"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/writes"
 )
 
 // jobsBench is a real api (loopback TCP), a real redis-server, the real
@@ -44,6 +45,8 @@ type jobsBench struct {
 	opt     config.Config
 	redis   *testenv.RedisServer
 	svc     *proxy.Service
+	ops     *writes.Ops
+	rdb     redis.UniversalClient
 	client  *jobs.Client
 	created atomic.Int64
 	log     *logrus.Logger
@@ -74,6 +77,7 @@ func newJobsBench(b *testing.B) *jobsBench {
 	jb.log = logrus.New()
 	jb.log.SetOutput(io.Discard)
 	jb.svc = proxy.New(jb.pc, jb.log)
+	jb.ops = writes.New(jb.svc)
 	jb.opt = config.Config{JobWaitTimeout: 25 * time.Second, JobRetention: time.Hour, JobMaxAttempts: 10,
 		WorkerConcurrency: 10, JobEncryptionKey: bytes.Repeat([]byte{9}, 32)}
 
@@ -83,14 +87,15 @@ func newJobsBench(b *testing.B) *jobsBench {
 	}
 	rdb := opt.MakeRedisClient().(redis.UniversalClient)
 	b.Cleanup(func() { _ = rdb.Close() })
+	jb.rdb = rdb
 	jc, err := jobs.NewClient(context.Background(), rdb, jobs.ClientConfig{Key: jb.opt.JobEncryptionKey,
-		Ops: worker.WriteOps(jb.svc), MaxAttempts: 10, Retention: time.Hour, Log: jb.log})
+		Ops: jb.ops.Registry(), MaxAttempts: 10, Retention: time.Hour, Log: jb.log})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(jc.Close)
 	jb.client = jc
-	h := New(Deps{Config: jb.opt, Log: jb.log, Proxy: jb.svc, Metrics: NewMetrics(prometheus.NewRegistry()), Jobs: jc})
+	h := New(Deps{Config: jb.opt, Log: jb.log, Proxy: jb.svc, Metrics: NewMetrics(prometheus.NewRegistry()), Jobs: jc, Ops: jb.ops})
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)
 	done := make(chan struct{})
@@ -106,9 +111,8 @@ func newJobsBench(b *testing.B) *jobsBench {
 // startWorker starts an in-process worker on the bench's Redis.
 func (jb *jobsBench) startWorker(b *testing.B, poll time.Duration) *worker.Worker {
 	b.Helper()
-	opt, _ := jobs.RedisOpt(jb.redis.URL)
-	w, err := worker.New(worker.Deps{Config: jb.opt, Log: jb.log, Redis: opt, Registry: prometheus.NewRegistry(),
-		Proxy: jb.svc, PollInterval: poll})
+	w, err := worker.New(worker.Deps{Config: jb.opt, Log: jb.log, Redis: jb.rdb, Registry: prometheus.NewRegistry(),
+		Ops: jb.ops.Registry(), PollInterval: poll})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -205,10 +209,9 @@ func BenchmarkJobsWorkerThroughput(b *testing.B) {
 		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
 			jb := newJobsBench(b)
 			jb.opt.WorkerConcurrency = conc
-			op, _ := jb.client.Op(proxy.OpFlowRunCreate)
 			ctx := context.Background()
 			for i := 0; i < b.N; i++ {
-				if _, err := jb.client.Enqueue(ctx, op, proxy.FlowRunCreatePayload{DeploymentID: benchDep,
+				if _, err := jobs.Enqueue(ctx, jb.client, jb.ops.FlowRunCreate, proxy.FlowRunCreatePayload{DeploymentID: benchDep,
 					Params: map[string]any{}}, jobs.EnqueueOptions{}); err != nil {
 					b.Fatal(err)
 				}

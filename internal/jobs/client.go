@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -29,14 +28,26 @@ const DoneChannel = "prefect-proxy:jobs:done"
 // idempotencyNS namespaces the deterministic job ids made from Idempotency-Key.
 var idempotencyNS = uuid.MustParse("6f1d3c2e-5b7a-4c1e-9a52-0d4b3f7e8a61")
 
+// Defaults of the job settings (JOB_MAX_ATTEMPTS, JOB_RETENTION,
+// JOB_ATTEMPT_TIMEOUT, JOB_WAIT_TIMEOUT).
+const (
+	DefaultMaxAttempts = 10
+	DefaultRetention   = 24 * time.Hour
+	// DefaultAttemptTimeout bounds one attempt of a job in a worker.
+	DefaultAttemptTimeout = 5 * time.Minute
+	// DefaultWait is how long a synchronous write route waits for its job:
+	// under Django's 30 s, so Django gets the 504 with the job id.
+	DefaultWait = 25 * time.Second
+)
+
 // ClientConfig configures the api side of jobs.
 type ClientConfig struct {
 	Key         []byte        // JOB_ENCRYPTION_KEY
-	Ops         []Op          // the write operations (their names and queues)
+	Ops         *Registry     // the write operations (their kinds and queues)
 	MaxAttempts int           // JOB_MAX_ATTEMPTS
 	Retention   time.Duration // JOB_RETENTION
 	// AttemptTimeout bounds one attempt of a job in a worker (asynq's task
-	// timeout). Default 5 minutes.
+	// timeout). Default DefaultAttemptTimeout.
 	AttemptTimeout time.Duration
 	// PollInterval is the fallback re-check while waiting, in case a wake-up
 	// is lost (pub/sub is fire-and-forget). Default 1 s.
@@ -54,8 +65,7 @@ type Client struct {
 	aq     *asynq.Client
 	insp   *asynq.Inspector
 	sealer *Sealer
-	ops    map[string]Op
-	queues []string // queues holding write jobs, for GET /jobs/{id}
+	ops    *Registry
 	hub    *hub
 }
 
@@ -70,13 +80,13 @@ func NewClient(ctx context.Context, rdb redis.UniversalClient, cfg ClientConfig)
 		return nil, err
 	}
 	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 10
+		cfg.MaxAttempts = DefaultMaxAttempts
 	}
 	if cfg.Retention <= 0 {
-		cfg.Retention = 24 * time.Hour
+		cfg.Retention = DefaultRetention
 	}
 	if cfg.AttemptTimeout <= 0 {
-		cfg.AttemptTimeout = 5 * time.Minute
+		cfg.AttemptTimeout = DefaultAttemptTimeout
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
@@ -92,18 +102,11 @@ func NewClient(ctx context.Context, rdb redis.UniversalClient, cfg ClientConfig)
 		aq:     asynq.NewClientFromRedisClient(rdb),
 		insp:   asynq.NewInspectorFromRedisClient(rdb),
 		sealer: sealer,
-		ops:    map[string]Op{},
+		ops:    cfg.Ops,
 	}
-	seen := map[string]bool{}
-	for _, op := range cfg.Ops {
-		c.ops[op.Name] = op
-		if !seen[op.Queue] {
-			seen[op.Queue] = true
-			c.queues = append(c.queues, op.Queue)
-		}
+	if c.ops == nil {
+		c.ops = NewRegistry()
 	}
-	// Critical first: run/cancel flow-run jobs are the ones most polled.
-	sort.Slice(c.queues, func(i, j int) bool { return QueueWeights()[c.queues[i]] > QueueWeights()[c.queues[j]] })
 	c.hub, err = startHub(ctx, rdb, cfg.Log)
 	if err != nil {
 		return nil, err
@@ -115,12 +118,6 @@ func NewClient(ctx context.Context, rdb redis.UniversalClient, cfg ClientConfig)
 func (c *Client) Close() {
 	c.hub.close()
 	_ = c.aq.Close()
-}
-
-// Op returns the named operation.
-func (c *Client) Op(name string) (Op, bool) {
-	op, ok := c.ops[name]
-	return op, ok
 }
 
 // EnqueueOptions are per-request options.
@@ -138,27 +135,31 @@ type Enqueued struct {
 	Existing bool
 }
 
-// Enqueue seals payload and queues a job for op. A repeated Idempotency-Key
-// with a different payload is a 422.
-func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOptions) (Enqueued, error) {
-	raw, err := json.Marshal(payload)
+// Enqueue seals p and queues a job for op. A repeated Idempotency-Key with a
+// different payload is a 422.
+func Enqueue[P any](ctx context.Context, c *Client, op Op[P], p P, opts EnqueueOptions) (Enqueued, error) {
+	raw, err := json.Marshal(p)
 	if err != nil {
 		return Enqueued{}, apperr.Wrap(apperr.Internal, err, "internal error")
 	}
-	sum := sha256.Sum256(append([]byte(op.Name+"\x00"), raw...))
+	return c.enqueue(ctx, op.Kind, op.Queue, raw, opts)
+}
+
+func (c *Client) enqueue(ctx context.Context, kind, queue string, raw []byte, opts EnqueueOptions) (Enqueued, error) {
+	sum := sha256.Sum256(append([]byte(kind+"\x00"), raw...))
 	env := envelope{Payload: raw, Fingerprint: hex.EncodeToString(sum[:]), CreatedAt: time.Now().UTC()}
 	id := uuid.NewString()
 	if opts.IdempotencyKey != "" {
 		env.RunKey = id
-		id = uuid.NewSHA1(idempotencyNS, []byte(op.Name+"\x00"+opts.IdempotencyKey)).String()
+		id = uuid.NewSHA1(idempotencyNS, []byte(kind+"\x00"+opts.IdempotencyKey)).String()
 	}
 	plain, err := json.Marshal(env)
 	if err != nil {
 		return Enqueued{}, apperr.Wrap(apperr.Internal, err, "internal error")
 	}
-	task := asynq.NewTask(op.Name, c.sealer.Seal(plain, payloadAAD(op.Name, id)),
+	task := asynq.NewTask(kind, c.sealer.Seal(plain, payloadAAD(kind, id)),
 		asynq.TaskID(id),
-		asynq.Queue(op.Queue),
+		asynq.Queue(queue),
 		asynq.MaxRetry(c.cfg.MaxAttempts-1),
 		asynq.Retention(c.cfg.Retention),
 		asynq.Timeout(c.cfg.AttemptTimeout),
@@ -169,7 +170,7 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 	for try := 0; ; try++ {
 		_, err = c.aq.EnqueueContext(ctx, task)
 		if err == nil {
-			return c.confirm(ctx, Enqueued{ID: id, Queue: op.Queue})
+			return c.confirm(ctx, Enqueued{ID: id, Queue: queue})
 		}
 		if !errors.Is(err, asynq.ErrTaskIDConflict) || opts.IdempotencyKey == "" {
 			return Enqueued{}, apperr.Wrap(apperr.Unavailable, err, "the job queue (Redis) is unavailable")
@@ -177,7 +178,7 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 		if try == tries-1 {
 			return Enqueued{}, apperr.Wrap(apperr.Unavailable, err, "concurrent requests with this Idempotency-Key; retry")
 		}
-		info, err := c.insp.GetTaskInfo(op.Queue, id)
+		info, err := c.insp.GetTaskInfo(queue, id)
 		if err != nil {
 			if errors.Is(err, asynq.ErrTaskNotFound) {
 				continue // expired between the two calls
@@ -188,7 +189,7 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 			// A failed job stays in asynq's archive (for /monitoring/) longer
 			// than JOB_RETENTION; past it, the key is free again, whatever
 			// the body.
-			if err := c.deleteExpired(ctx, op.Queue, id); err != nil {
+			if err := c.deleteExpired(ctx, queue, id); err != nil {
 				return Enqueued{}, apperr.Wrap(apperr.Unavailable, err, "the job queue (Redis) is unavailable")
 			}
 			continue
@@ -198,7 +199,7 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 			return Enqueued{}, apperr.Validation(apperr.Field("idempotency_key_reused",
 				"Idempotency-Key was already used for a different request", "header", "Idempotency-Key"))
 		}
-		return c.confirm(ctx, Enqueued{ID: id, Queue: op.Queue, Existing: true})
+		return c.confirm(ctx, Enqueued{ID: id, Queue: queue, Existing: true})
 	}
 }
 
@@ -252,7 +253,7 @@ func (c *Client) Get(ctx context.Context, id string) (*Job, error) {
 	if _, err := uuid.Parse(id); err != nil {
 		return nil, ErrNotFound
 	}
-	for _, q := range c.queues {
+	for _, q := range c.ops.queues {
 		j, err := c.get(q, id)
 		if errors.Is(err, ErrNotFound) {
 			continue
@@ -270,7 +271,7 @@ func (c *Client) get(queue, id string) (*Job, error) {
 		}
 		return nil, apperr.Wrap(apperr.Unavailable, err, "the job queue (Redis) is unavailable")
 	}
-	if _, ok := c.ops[info.Type]; !ok || c.expired(info) {
+	if _, ok := c.ops.ops[info.Type]; !ok || c.expired(info) {
 		return nil, ErrNotFound
 	}
 	return c.jobOf(info)
@@ -298,36 +299,8 @@ func (c *Client) jobOf(info *asynq.TaskInfo) (*Job, error) {
 	if env, err := c.openEnvelope(info); err == nil {
 		j.CreatedAt = env.CreatedAt
 	}
-	var out *outcome
-	if len(info.Result) > 0 {
-		plain, err := c.sealer.Open(info.Result, resultAAD(info.ID))
-		if err == nil {
-			out = &outcome{}
-			if json.Unmarshal(plain, out) != nil {
-				out = nil
-			}
-		}
-	}
-	switch info.State {
-	case asynq.TaskStateActive:
-		j.State, j.Attempts = StateRunning, info.Retried+1
-	case asynq.TaskStateRetry:
-		j.State, j.Attempts = StateRetrying, info.Retried
-	case asynq.TaskStatePending, asynq.TaskStateScheduled:
-		j.State, j.Attempts = StateQueued, info.Retried
-		if info.Retried > 0 {
-			j.State = StateRetrying
-		}
-	case asynq.TaskStateCompleted:
-		j.State, j.Attempts = StateSucceeded, info.Retried+1
-		j.CompletedAt = info.CompletedAt
-	case asynq.TaskStateArchived:
-		j.State, j.Attempts = StateFailed, info.Retried+1
-		j.CompletedAt = info.LastFailedAt
-	default:
-		j.State = StateQueued
-	}
-	if out != nil {
+	j.State, j.Attempts, j.CompletedAt = stateOf(info)
+	if out := c.outcomeOf(info); out != nil {
 		j.Status, j.Body = out.Status, out.Body
 		if out.Final {
 			// The worker writes the answer before asynq moves the task out of
@@ -340,6 +313,49 @@ func (c *Client) jobOf(info *asynq.TaskInfo) (*Job, error) {
 			}
 		}
 	}
+	lostAnswer(j, info)
+	return j, nil
+}
+
+// outcomeOf is the worker's sealed answer, or nil when there is none it can
+// read.
+func (c *Client) outcomeOf(info *asynq.TaskInfo) *outcome {
+	if len(info.Result) == 0 {
+		return nil
+	}
+	plain, err := c.sealer.Open(info.Result, resultAAD(info.ID))
+	if err != nil {
+		return nil
+	}
+	out := &outcome{}
+	if json.Unmarshal(plain, out) != nil {
+		return nil
+	}
+	return out
+}
+
+// stateOf is a job's state as asynq sees it.
+func stateOf(info *asynq.TaskInfo) (state State, attempts int, completed time.Time) {
+	switch info.State {
+	case asynq.TaskStateActive:
+		return StateRunning, info.Retried + 1, time.Time{}
+	case asynq.TaskStateRetry:
+		return StateRetrying, info.Retried, time.Time{}
+	case asynq.TaskStatePending, asynq.TaskStateScheduled:
+		if info.Retried > 0 {
+			return StateRetrying, info.Retried, time.Time{}
+		}
+		return StateQueued, info.Retried, time.Time{}
+	case asynq.TaskStateCompleted:
+		return StateSucceeded, info.Retried + 1, info.CompletedAt
+	case asynq.TaskStateArchived:
+		return StateFailed, info.Retried + 1, info.LastFailedAt
+	}
+	return StateQueued, 0, time.Time{}
+}
+
+// lostAnswer gives a finished job without a readable answer a clear one.
+func lostAnswer(j *Job, info *asynq.TaskInfo) {
 	if j.State == StateFailed && j.Status == 0 {
 		// Archived without an answer we can read: the last attempt was cut
 		// off (deadline, worker lost) or api and worker disagree on
@@ -356,7 +372,6 @@ func (c *Client) jobOf(info *asynq.TaskInfo) (*Job, error) {
 		j.Status = http.StatusBadGateway
 		j.Body = detailBody("the job completed but its answer could not be read; check the change in Prefect")
 	}
-	return j, nil
 }
 
 // Wait waits up to d for the job to be done and returns its latest state
@@ -382,13 +397,7 @@ func (c *Client) Wait(ctx context.Context, e Enqueued, d time.Duration) (*Job, e
 	var soon <-chan time.Time
 	recheck := 10 * time.Millisecond
 	for {
-		var j *Job
-		var err error
-		if e.Queue != "" {
-			j, err = c.get(e.Queue, e.ID)
-		} else {
-			j, err = c.Get(ctx, e.ID)
-		}
+		j, err := c.lookup(ctx, e)
 		switch {
 		case err == nil:
 			if j.Done() || d <= 0 {
@@ -397,19 +406,11 @@ func (c *Client) Wait(ctx context.Context, e Enqueued, d time.Duration) (*Job, e
 		case errors.Is(err, ErrNotFound) || d <= 0:
 			return nil, err
 		default:
-			// Redis blipped: the job goes on, and so does the wait. A
-			// wake-up may be lost meanwhile, so re-check soon.
-			if ctx.Err() != nil {
+			// Redis blipped: the job goes on, and so does the wait.
+			if !c.pauseAfterBlip(ctx, timeout) {
 				return nil, err
 			}
-			select {
-			case <-timeout:
-				return nil, err
-			case <-ctx.Done():
-				return nil, err
-			case <-time.After(min(c.cfg.PollInterval, 100*time.Millisecond)):
-				continue
-			}
+			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -424,6 +425,30 @@ func (c *Client) Wait(ctx context.Context, e Enqueued, d time.Duration) (*Job, e
 			}
 		case <-poll.C:
 		}
+	}
+}
+
+func (c *Client) lookup(ctx context.Context, e Enqueued) (*Job, error) {
+	if e.Queue != "" {
+		return c.get(e.Queue, e.ID)
+	}
+	return c.Get(ctx, e.ID)
+}
+
+// pauseAfterBlip waits a moment after a Redis fault before the next
+// re-check (soon: a wake-up may have been lost meanwhile). It reports false
+// when the wait is over instead.
+func (c *Client) pauseAfterBlip(ctx context.Context, timeout <-chan time.Time) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	select {
+	case <-timeout:
+		return false
+	case <-ctx.Done():
+		return false
+	case <-time.After(min(c.cfg.PollInterval, 100*time.Millisecond)):
+		return true
 	}
 }
 

@@ -1,40 +1,117 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"slices"
 	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
 )
 
-// Op is one write operation as the job runtime sees it. internal/worker builds
-// these from proxy.WriteOps(); tests build their own.
-type Op struct {
-	Name  string // asynq task type; stable forever (jobs in Redis carry it)
+// Op is one write operation as a typed job, River's shape: the value says
+// everything about itself — its kind, its payload type P, the decoder the
+// api runs, its queue, its retry policy and the work a worker runs. A route
+// and a worker refer to the same value, so an op without one of them does not
+// compile. Register it in a Registry.
+type Op[P any] struct {
+	Kind  string // asynq task type; stable forever (jobs in Redis carry it)
 	Queue string // QueueCritical or QueueDefault
-	// Decode validates the HTTP input into the job's payload (runs in the api).
-	Decode func(params map[string]string, body []byte) (any, error)
-	// Run executes the job (runs in a worker). jobID is stable across the
-	// job's attempts and unique to the job (for an Idempotency-Key job it is
-	// not the task id: see envelope.RunKey). It returns the route's 200 body,
-	// a retryable error (prefect.Retryable) or an *apperr.Error to replay.
-	Run func(ctx context.Context, payload json.RawMessage, jobID string) (any, error)
+	// Decode validates the HTTP input (path params by name, raw body, may be
+	// empty) into the payload (runs in the api). It returns an
+	// *apperr.Error on bad input.
+	Decode func(params map[string]string, body []byte) (P, error)
+	// Work executes the job (runs in a worker). It returns the route's 200
+	// body, or an error: Retry decides whether another attempt follows, and
+	// an *apperr.Error is the answer the route replays.
+	Work  func(ctx context.Context, p P, r Run) (any, error)
+	Retry RetryPolicy
 }
 
-type attemptKey struct{}
-
-// WithAttempt records which attempt of its job ctx belongs to (the Runner
-// sets it; tests may too).
-func WithAttempt(ctx context.Context, n int) context.Context {
-	return context.WithValue(ctx, attemptKey{}, n)
+// Run is what Work knows of the job running it.
+type Run struct {
+	// Key is unique to the job and stable across its attempts. It is the
+	// task id, except for an Idempotency-Key job (see envelope.RunKey).
+	Key string
+	// Attempt is 1, 2, ...
+	Attempt int
 }
 
-// Attempt is the attempt (1, 2, ...) ctx's job is on; 0 outside a job. An op
-// on attempt 2 or later may find its own earlier, unanswered work done: a
-// delete already gone, a run already cancelling.
-func Attempt(ctx context.Context) int {
-	n, _ := ctx.Value(attemptKey{}).(int)
-	return n
+// RetryPolicy says which failures are tried again, and after how long.
+type RetryPolicy struct {
+	// Retryable reports whether a failed attempt is tried again (while
+	// attempts remain); nil: never.
+	Retryable func(error) bool
+	// Delay is the wait before the next attempt, given the retries already
+	// made; nil: RetryDelay (write jobs' backoff).
+	Delay func(retried int) time.Duration
+}
+
+// kind, queue, work, retryable and delay make Op[P] a registered op. Its
+// payload travels as JSON only because it is sealed into Redis.
+func (o Op[P]) kind() string  { return o.Kind }
+func (o Op[P]) queue() string { return o.Queue }
+
+func (o Op[P]) work(ctx context.Context, payload []byte, r Run) (any, error) {
+	var p P
+	// UseNumber: parameters pass through to Prefect with their numbers
+	// intact (Python ints have no 2^53 limit).
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	if err := dec.Decode(&p); err != nil {
+		// A payload we wrote ourselves does not decode: a bug or a job from
+		// an incompatible version. Retrying cannot help.
+		return nil, apperr.Wrap(apperr.Internal, err, "invalid job payload for %s", o.Kind)
+	}
+	return o.Work(ctx, p, r)
+}
+
+func (o Op[P]) retryable(err error) bool { return o.Retry.Retryable != nil && o.Retry.Retryable(err) }
+
+func (o Op[P]) delay(n int, err error, t *asynq.Task) time.Duration {
+	if o.Retry.Delay != nil {
+		return o.Retry.Delay(n)
+	}
+	return RetryDelay(n, err, t)
+}
+
+// registered is an Op of any payload type.
+type registered interface {
+	kind() string
+	queue() string
+	work(ctx context.Context, payload []byte, r Run) (any, error)
+	retryable(err error) bool
+	delay(n int, err error, t *asynq.Task) time.Duration
+}
+
+// Registry holds the ops a process knows: the api enqueues them and reads
+// their jobs, a worker runs them.
+type Registry struct {
+	ops    map[string]registered
+	queues []string // queues holding write jobs, most urgent first
+}
+
+// NewRegistry returns an empty Registry.
+func NewRegistry() *Registry { return &Registry{ops: map[string]registered{}} }
+
+// Register adds op to r. A kind registered twice, or an op without work, is
+// a programming error and panics at start, as http.ServeMux does.
+func Register[P any](r *Registry, op Op[P]) {
+	if _, dup := r.ops[op.Kind]; dup || op.Kind == "" || op.Work == nil {
+		panic(fmt.Sprintf("jobs: op %q registered twice, or without a kind or work", op.Kind))
+	}
+	r.ops[op.Kind] = op
+	if !slices.Contains(r.queues, op.Queue) {
+		r.queues = append(r.queues, op.Queue)
+		// Critical first: run/cancel flow-run jobs are the ones most polled.
+		w := QueueWeights()
+		slices.SortStableFunc(r.queues, func(a, b string) int { return w[b] - w[a] })
+	}
 }
 
 // State is a job's public state (GET /jobs/{id}).
@@ -53,7 +130,7 @@ type envelope struct {
 	Payload     json.RawMessage `json:"p"`
 	Fingerprint string          `json:"f"` // sha256 of op name + payload: idempotency check
 	CreatedAt   time.Time       `json:"c"`
-	// RunKey is what Op.Run gets as its job id: the task id, except for an
+	// RunKey is what Op.Work gets as Run.Key: the task id, except for an
 	// Idempotency-Key job, whose task id comes back when the key is reused
 	// after JOB_RETENTION; a fresh RunKey keeps Prefect's idempotency_key
 	// from answering that new job with the old job's flow run.

@@ -33,7 +33,7 @@ type rig struct {
 	reg    *prometheus.Registry
 }
 
-func newRig(t *testing.T, maxAttempts int, ops ...Op) *rig {
+func newRig(t *testing.T, maxAttempts int, ops ...Op[any]) *rig {
 	t.Helper()
 	return newRigWith(t, rigOpts{maxAttempts: maxAttempts, retention: time.Hour}, ops...)
 }
@@ -44,7 +44,7 @@ type rigOpts struct {
 	workerKey   []byte // default testKey()
 }
 
-func newRigWith(t *testing.T, o rigOpts, ops ...Op) *rig {
+func newRigWith(t *testing.T, o rigOpts, ops ...Op[any]) *rig {
 	t.Helper()
 	if o.workerKey == nil {
 		o.workerKey = testKey()
@@ -63,18 +63,17 @@ func newRigWith(t *testing.T, o rigOpts, ops ...Op) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	opsReg := registry(ops...)
 	mux := asynq.NewServeMux()
-	for _, op := range ops {
-		mux.Handle(op.Name, runner.Handler(op))
-	}
-	srv := NewServer(opt, ServerConfig{Concurrency: 4, Log: log, RetryDelay: RetryDelay, ShutdownTimeout: time.Second})
+	runner.Mount(opsReg, func(kind string, h asynq.Handler, _ asynq.RetryDelayFunc) { mux.Handle(kind, h) })
+	srv := NewServer(rdb, ServerConfig{Concurrency: 4, Log: log, RetryDelay: RetryDelay, ShutdownTimeout: time.Second})
 	if err := srv.Start(mux); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
 	// A long fallback poll proves completion is noticed through pub/sub.
 	c, err := NewClient(context.Background(), rdb, ClientConfig{
-		Key: testKey(), Ops: ops, MaxAttempts: o.maxAttempts, Retention: o.retention, PollInterval: time.Minute, Log: log,
+		Key: testKey(), Ops: opsReg, MaxAttempts: o.maxAttempts, Retention: o.retention, PollInterval: time.Minute, Log: log,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -83,8 +82,26 @@ func newRigWith(t *testing.T, o rigOpts, ops ...Op) *rig {
 	return &rig{mr: mr, client: c, reg: reg}
 }
 
-func echoOp(name string, run func(ctx context.Context, p json.RawMessage, id string) (any, error)) Op {
-	return Op{Name: name, Queue: QueueDefault, Run: run}
+// echoOp is a test op whose payload is any JSON; run sees it as raw JSON and
+// the job's run key. It retries what a write op retries.
+func echoOp(name string, run func(ctx context.Context, p json.RawMessage, id string) (any, error)) Op[any] {
+	op := Op[any]{Kind: name, Queue: QueueDefault, Retry: RetryPolicy{Retryable: prefect.Retryable}}
+	op.Work = func(ctx context.Context, p any, r Run) (any, error) {
+		raw, err := json.Marshal(p)
+		if err != nil {
+			return nil, err
+		}
+		return run(ctx, raw, r.Key)
+	}
+	return op
+}
+
+func registry(ops ...Op[any]) *Registry {
+	reg := NewRegistry()
+	for _, op := range ops {
+		Register(reg, op)
+	}
+	return reg
 }
 
 func TestSealerRoundTripAndBinding(t *testing.T) {
@@ -123,7 +140,7 @@ func TestJobSucceedsAndWakesWaiterThroughPubSub(t *testing.T) {
 	})
 	r := newRig(t, 3, op)
 	ctx := context.Background()
-	e, err := r.client.Enqueue(ctx, op, map[string]string{"x": "y"}, EnqueueOptions{})
+	e, err := Enqueue[any](ctx, r.client, op, map[string]string{"x": "y"}, EnqueueOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,18 +181,19 @@ func TestRetryOn503ThenSuccess(t *testing.T) {
 	var calls atomic.Int32
 	var mu sync.Mutex
 	var attempts []int
-	op := echoOp("t:flaky", func(ctx context.Context, _ json.RawMessage, _ string) (any, error) {
+	op := echoOp("t:flaky", nil)
+	op.Work = func(_ context.Context, _ any, run Run) (any, error) {
 		mu.Lock()
-		attempts = append(attempts, Attempt(ctx))
+		attempts = append(attempts, run.Attempt)
 		mu.Unlock()
 		if calls.Add(1) == 1 {
 			return nil, &prefect.APIError{Method: "POST", Path: "/x", Status: http.StatusServiceUnavailable}
 		}
 		return map[string]int{"success": 1}, nil
-	})
+	}
 	r := newRig(t, 5, op)
 	ctx := context.Background()
-	e, err := r.client.Enqueue(ctx, op, nil, EnqueueOptions{})
+	e, err := Enqueue[any](ctx, r.client, op, nil, EnqueueOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +207,7 @@ func TestRetryOn503ThenSuccess(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if fmt.Sprint(attempts) != "[1 2]" || Attempt(ctx) != 0 {
+	if fmt.Sprint(attempts) != "[1 2]" {
 		t.Fatalf("ops saw attempts %v", attempts)
 	}
 	if el := time.Since(start); el > 3*time.Second {
@@ -209,7 +227,7 @@ func TestClientErrorFailsAtOnceAndIsReplayed(t *testing.T) {
 	})
 	r := newRig(t, 10, op)
 	ctx := context.Background()
-	e, err := r.client.Enqueue(ctx, op, nil, EnqueueOptions{})
+	e, err := Enqueue[any](ctx, r.client, op, nil, EnqueueOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +270,7 @@ func TestAttemptsExhaustedReplaysUpstreamAnswer(t *testing.T) {
 	})
 	r := newRig(t, 2, op)
 	ctx := context.Background()
-	e, err := r.client.Enqueue(ctx, op, nil, EnqueueOptions{})
+	e, err := Enqueue[any](ctx, r.client, op, nil, EnqueueOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +295,7 @@ func TestWaitRunsOutWhileJobGoesOn(t *testing.T) {
 	})
 	r := newRig(t, 3, op)
 	ctx := context.Background()
-	e, err := r.client.Enqueue(ctx, op, nil, EnqueueOptions{})
+	e, err := Enqueue[any](ctx, r.client, op, nil, EnqueueOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,12 +322,12 @@ func TestIdempotencyKey(t *testing.T) {
 	r := newRig(t, 3, op)
 	ctx := context.Background()
 	key := EnqueueOptions{IdempotencyKey: "abc-123"}
-	e1, err := r.client.Enqueue(ctx, op, map[string]int{"a": 1}, key)
+	e1, err := Enqueue[any](ctx, r.client, op, map[string]int{"a": 1}, key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	j1, _ := r.client.Wait(ctx, e1, 10*time.Second)
-	e2, err := r.client.Enqueue(ctx, op, map[string]int{"a": 1}, key)
+	e2, err := Enqueue[any](ctx, r.client, op, map[string]int{"a": 1}, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,11 +338,11 @@ func TestIdempotencyKey(t *testing.T) {
 	if string(j1.Body) != `{"n":1}` || string(j2.Body) != `{"n":1}` || calls.Load() != 1 {
 		t.Fatalf("bodies %s %s calls %d", j1.Body, j2.Body, calls.Load())
 	}
-	_, err = r.client.Enqueue(ctx, op, map[string]int{"a": 2}, key)
+	_, err = Enqueue[any](ctx, r.client, op, map[string]int{"a": 2}, key)
 	if apperr.CodeOf(err) != apperr.Invalid {
 		t.Fatalf("different body: %v", err)
 	}
-	e3, err := r.client.Enqueue(ctx, op, map[string]int{"a": 2}, EnqueueOptions{IdempotencyKey: "other"})
+	e3, err := Enqueue[any](ctx, r.client, op, map[string]int{"a": 2}, EnqueueOptions{IdempotencyKey: "other"})
 	if err != nil || e3.ID == e1.ID || e3.Existing {
 		t.Fatalf("other key: %+v %v", e3, err)
 	}
@@ -347,7 +365,7 @@ func TestSecretNeverReachesRedis(t *testing.T) {
 	})
 	r := newRig(t, 3, op)
 	ctx := context.Background()
-	e, err := r.client.Enqueue(ctx, op, map[string]string{"secret": secret}, EnqueueOptions{IdempotencyKey: "k1"})
+	e, err := Enqueue[any](ctx, r.client, op, map[string]string{"secret": secret}, EnqueueOptions{IdempotencyKey: "k1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,7 +460,7 @@ func TestWorkerWithAnotherKeyFailsTheJobClearly(t *testing.T) {
 	})
 	r := newRigWith(t, rigOpts{maxAttempts: 5, retention: time.Hour, workerKey: bytes.Repeat([]byte{9}, 32)}, op)
 	ctx := context.Background()
-	e, err := r.client.Enqueue(ctx, op, map[string]string{"secret": "x"}, EnqueueOptions{})
+	e, err := Enqueue[any](ctx, r.client, op, map[string]string{"secret": "x"}, EnqueueOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -478,7 +496,7 @@ func TestFailedJobExpiresAfterRetentionAndFreesItsKey(t *testing.T) {
 	r := newRigWith(t, rigOpts{maxAttempts: 3, retention: time.Second}, op)
 	ctx := context.Background()
 	key := EnqueueOptions{IdempotencyKey: "exp-1"}
-	e, err := r.client.Enqueue(ctx, op, nil, key)
+	e, err := Enqueue[any](ctx, r.client, op, nil, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,7 +516,7 @@ func TestFailedJobExpiresAfterRetentionAndFreesItsKey(t *testing.T) {
 	}
 	// Past JOB_RETENTION the key is free, whatever the body (as for a
 	// succeeded job, which asynq deletes then).
-	e2, err := r.client.Enqueue(ctx, op, map[string]string{"other": "body"}, key)
+	e2, err := Enqueue[any](ctx, r.client, op, map[string]string{"other": "body"}, key)
 	if err != nil || e2.ID != e.ID || e2.Existing {
 		t.Fatalf("re-enqueue after expiry: %+v %v", e2, err)
 	}
@@ -530,20 +548,20 @@ func TestCompletedJobWithoutAnswerIsAClear5xx(t *testing.T) {
 	rdb := opt.MakeRedisClient().(redis.UniversalClient)
 	t.Cleanup(func() { _ = rdb.Close() })
 	mux := asynq.NewServeMux()
-	mux.HandleFunc(op.Name, func(context.Context, *asynq.Task) error { return nil }) // no result written
-	srv := NewServer(opt, ServerConfig{Concurrency: 1, Log: log, ShutdownTimeout: time.Second})
+	mux.HandleFunc(op.Kind, func(context.Context, *asynq.Task) error { return nil }) // no result written
+	srv := NewServer(rdb, ServerConfig{Concurrency: 1, Log: log, ShutdownTimeout: time.Second})
 	if err := srv.Start(mux); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	c, err := NewClient(context.Background(), rdb, ClientConfig{Key: testKey(), Ops: []Op{op},
+	c, err := NewClient(context.Background(), rdb, ClientConfig{Key: testKey(), Ops: registry(op),
 		Retention: time.Hour, PollInterval: 20 * time.Millisecond, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
 	ctx := context.Background()
-	e, err := c.Enqueue(ctx, op, nil, EnqueueOptions{})
+	e, err := Enqueue[any](ctx, c, op, nil, EnqueueOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -572,7 +590,7 @@ func TestWaitSurvivesARedisBlip(t *testing.T) {
 	})
 	r := newRig(t, 3, op)
 	ctx := context.Background()
-	e, err := r.client.Enqueue(ctx, op, nil, EnqueueOptions{})
+	e, err := Enqueue[any](ctx, r.client, op, nil, EnqueueOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -624,7 +642,7 @@ func TestConcurrentReuseOfAnExpiredKey(t *testing.T) {
 	r := newRigWith(t, rigOpts{maxAttempts: 3, retention: 2 * time.Second}, op)
 	ctx := context.Background()
 	key := EnqueueOptions{IdempotencyKey: "race-1"}
-	e, err := r.client.Enqueue(ctx, op, nil, key)
+	e, err := Enqueue[any](ctx, r.client, op, nil, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -647,7 +665,7 @@ func TestConcurrentReuseOfAnExpiredKey(t *testing.T) {
 	for range n {
 		go func() {
 			<-start
-			e2, err := r.client.Enqueue(ctx, op, nil, key)
+			e2, err := Enqueue[any](ctx, r.client, op, nil, key)
 			if err == nil && e2.ID != e.ID {
 				err = fmt.Errorf("id %s, want %s", e2.ID, e.ID)
 			}
@@ -725,5 +743,17 @@ func TestJobStateInEveryAsynqState(t *testing.T) {
 		if v := j.View(); (v.Error != nil) != (tc.status != 0 && tc.status != 200) {
 			t.Errorf("%s: view error %+v", tc.name, v.Error)
 		}
+	}
+}
+
+// A payload that does not decode into the op's type (a bug, or a job from an
+// incompatible version) fails at once: retrying cannot help.
+func TestBadPayloadIsNotRetryable(t *testing.T) {
+	t.Parallel()
+	op := Op[struct{ ID string }]{Kind: "t:typed", Retry: RetryPolicy{Retryable: prefect.Retryable},
+		Work: func(context.Context, struct{ ID string }, Run) (any, error) { return nil, nil }}
+	_, err := op.work(context.Background(), []byte(`[1]`), Run{Key: "j", Attempt: 1})
+	if err == nil || op.retryable(err) || apperr.CodeOf(err) != apperr.Internal {
+		t.Fatalf("got %v", err)
 	}
 }

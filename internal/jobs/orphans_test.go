@@ -220,8 +220,7 @@ func TestSweeperRequeuedTaskRuns(t *testing.T) {
 	})
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	srv := NewServer(asynq.RedisClientOpt{Addr: r.rdb.(*redis.Client).Options().Addr},
-		ServerConfig{Concurrency: 1, ShutdownTimeout: time.Second, Log: log})
+	srv := NewServer(r.rdb, ServerConfig{Concurrency: 1, ShutdownTimeout: time.Second, Log: log})
 	if err := srv.Start(mux); err != nil {
 		t.Fatal(err)
 	}

@@ -189,20 +189,20 @@ func TestEnqueueUnconfirmedIsA503NamingTheJob(t *testing.T) {
 	ctx := context.Background()
 	_, replica, rdb := primaryWithReplica(t, true)
 	op := echoOp("t:confirm", func(context.Context, json.RawMessage, string) (any, error) { return nil, nil })
-	c, err := NewClient(ctx, rdb, ClientConfig{Key: testKey(), Ops: []Op{op},
+	c, err := NewClient(ctx, rdb, ClientConfig{Key: testKey(), Ops: registry(op),
 		Replication: NewReplication(rdb, 1, 200*time.Millisecond)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Enqueue(ctx, op, map[string]any{"a": 1}, EnqueueOptions{}); err != nil {
+	if _, err := Enqueue(ctx, c, op, any(map[string]any{"a": 1}), EnqueueOptions{}); err != nil {
 		t.Fatalf("with the replica in sync: %v", err)
 	}
 	if err := replica.Proc().Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = replica.Proc().Signal(syscall.SIGCONT) }()
-	_, err = c.Enqueue(ctx, op, map[string]any{"a": 2}, EnqueueOptions{})
+	_, err = Enqueue(ctx, c, op, any(map[string]any{"a": 2}), EnqueueOptions{})
 	ae := apperr.From(err)
 	if err == nil || ae.Status() != http.StatusServiceUnavailable || ae.Extra["job_id"] == nil || !errors.Is(err, ErrNotReplicated) {
 		t.Fatalf("with the replica stopped: %v (%+v)", err, ae)

@@ -14,23 +14,18 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
-	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/retry"
 )
 
 // RunnerConfig configures the worker side of jobs.
 type RunnerConfig struct {
-	Key   []byte                // JOB_ENCRYPTION_KEY
-	Redis redis.UniversalClient // for publishing on DoneChannel
-	// Failure maps an error that is not an *apperr.Error (an upstream fault
-	// after the last attempt) to the answer to replay; proxy.UpstreamErr.
-	// A nil result (or nil Failure) gives a 502.
-	Failure  func(error) *apperr.Error
+	Key      []byte                // JOB_ENCRYPTION_KEY
+	Redis    redis.UniversalClient // for publishing on DoneChannel
 	Log      logrus.FieldLogger
 	Registry prometheus.Registerer // job metrics; nil: none
 }
 
-// Runner turns Ops into asynq handlers: it opens the sealed payload, runs the
+// Runner turns registered Ops into asynq handlers: it opens the sealed payload, runs the
 // op, seals its answer into the task's result, decides retry or fail, and
 // wakes the api's waiters.
 type Runner struct {
@@ -57,19 +52,22 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 	return r, nil
 }
 
-// Handler is the asynq handler for op.
-func (r *Runner) Handler(op Op) asynq.Handler {
-	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
-		return r.process(ctx, op, t)
-	})
+// Mount hands handle every op of reg: its kind, its asynq handler and its
+// retry delay.
+func (r *Runner) Mount(reg *Registry, handle func(kind string, h asynq.Handler, delay asynq.RetryDelayFunc)) {
+	for kind, op := range reg.ops {
+		handle(kind, asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+			return r.process(ctx, op, t)
+		}), op.delay)
+	}
 }
 
-func (r *Runner) process(ctx context.Context, op Op, t *asynq.Task) error {
+func (r *Runner) process(ctx context.Context, op registered, t *asynq.Task) error {
 	id := t.ResultWriter().TaskID()
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	attempt := retried + 1
-	log := r.cfg.Log.WithFields(logrus.Fields{"job_id": id, "job_type": op.Name, "attempt": attempt})
+	log := r.cfg.Log.WithFields(logrus.Fields{"job_id": id, "job_type": op.kind(), "attempt": attempt})
 	start := time.Now()
 
 	plain, err := r.sealer.Open(t.Payload(), payloadAAD(t.Type(), id))
@@ -79,49 +77,49 @@ func (r *Runner) process(ctx context.Context, op Op, t *asynq.Task) error {
 	}
 	if err != nil {
 		log.Error("job payload cannot be opened: is JOB_ENCRYPTION_KEY the same on api and workers?")
-		r.observe(op.Name, "failed", start, true)
+		r.observe(op.kind(), "failed", start, true)
 		r.finish(ctx, t, id, outcome{Final: true, Status: http.StatusInternalServerError, Attempt: attempt,
 			Body: detailBody("the job's payload cannot be decrypted by the worker (JOB_ENCRYPTION_KEY mismatch)")})
-		return fmt.Errorf("%s: payload cannot be opened: %w", op.Name, asynq.SkipRetry)
+		return fmt.Errorf("%s: payload cannot be opened: %w", op.kind(), asynq.SkipRetry)
 	}
 
 	runKey := id
 	if env.RunKey != "" {
 		runKey = env.RunKey
 	}
-	body, runErr := op.Run(WithAttempt(ctx, attempt), env.Payload, runKey)
+	body, runErr := op.work(ctx, env.Payload, Run{Key: runKey, Attempt: attempt})
 	if runErr == nil {
 		data, err := json.Marshal(body)
 		if err != nil {
 			data = detailBody("internal error")
-			r.observe(op.Name, "failed", start, true)
+			r.observe(op.kind(), "failed", start, true)
 			r.finish(ctx, t, id, outcome{Final: true, Status: http.StatusInternalServerError, Attempt: attempt, Body: data})
-			return fmt.Errorf("%s: result not encodable: %w", op.Name, asynq.SkipRetry)
+			return fmt.Errorf("%s: result not encodable: %w", op.kind(), asynq.SkipRetry)
 		}
-		r.observe(op.Name, "succeeded", start, false)
+		r.observe(op.kind(), "succeeded", start, false)
 		r.finish(ctx, t, id, outcome{Final: true, Status: http.StatusOK, Attempt: attempt, Body: data})
 		return nil
 	}
 	if ctx.Err() != nil {
 		// Shutdown (asynq re-queues the task) or the attempt's deadline (asynq
 		// retries it): no answer is written, the job is not over.
-		r.observe(op.Name, "interrupted", start, false)
-		return fmt.Errorf("%s: attempt %d interrupted: %w", op.Name, attempt, ctx.Err())
+		r.observe(op.kind(), "interrupted", start, false)
+		return fmt.Errorf("%s: attempt %d interrupted: %w", op.kind(), attempt, ctx.Err())
 	}
-	retry := prefect.Retryable(runErr)
+	retry := op.retryable(runErr)
 	final := !retry || retried >= maxRetry
 	ae := r.answer(runErr)
 	data, _ := json.Marshal(ae.Body())
 	// Metrics first, then the answer: whoever sees the answer sees the count.
 	if final {
-		r.observe(op.Name, "failed", start, true)
+		r.observe(op.kind(), "failed", start, true)
 	} else {
-		r.observe(op.Name, "retrying", start, false)
+		r.observe(op.kind(), "retrying", start, false)
 	}
 	r.finish(ctx, t, id, outcome{Final: final, Status: ae.Status(), Attempt: attempt, Body: data})
 	// The text asynq stores (and /monitoring/ shows) is built here, not taken
 	// from runErr: Prefect's error bodies may echo a request with a secret.
-	msg := fmt.Sprintf("%s: attempt %d: %d %s", op.Name, attempt, ae.Status(), truncate(ae.Message, 200))
+	msg := fmt.Sprintf("%s: attempt %d: %d %s", op.kind(), attempt, ae.Status(), truncate(ae.Message, 200))
 	switch {
 	case !retry:
 		log.WithField("status", ae.Status()).Warn("job failed (not retryable)")
@@ -135,16 +133,12 @@ func (r *Runner) process(ctx context.Context, op Op, t *asynq.Task) error {
 	}
 }
 
-// answer is the HTTP answer a failed job replays.
+// answer is the HTTP answer a failed job replays: the op's own (the proxy's
+// ops translate every failure into the route's answer), else a 502.
 func (r *Runner) answer(err error) *apperr.Error {
 	var ae *apperr.Error
 	if errors.As(err, &ae) {
 		return ae
-	}
-	if r.cfg.Failure != nil {
-		if ae := r.cfg.Failure(err); ae != nil {
-			return ae
-		}
 	}
 	return apperr.Wrap(apperr.Upstream, err, "the job failed")
 }

@@ -3,7 +3,6 @@
 package jobs
 
 import (
-	"context"
 	"fmt"
 	"time"
 
@@ -33,6 +32,16 @@ func RedisOpt(redisURL string) (asynq.RedisConnOpt, error) {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
 	return opt, nil
+}
+
+// Connect opens the process's one Redis client for REDIS_URL: the api, the
+// asynq server, the inspector and asynqmon all share it.
+func Connect(redisURL string) (redis.UniversalClient, error) {
+	opt, err := RedisOpt(redisURL)
+	if err != nil {
+		return nil, err
+	}
+	return opt.MakeRedisClient().(redis.UniversalClient), nil
 }
 
 // Embedded is an in-memory Redis for a one-command local run. Not durable.
@@ -75,10 +84,18 @@ func (e *Embedded) Close() {
 	e.mr.Close()
 }
 
-// Ping checks that Redis answers.
-func Ping(ctx context.Context, rc redis.UniversalClient) error {
-	return rc.Ping(ctx).Err()
-}
+// Defaults of the worker settings (WORKER_CONCURRENCY, WORKER_POLL_INTERVAL).
+const (
+	DefaultConcurrency = 10
+	// DefaultPollInterval keeps a synchronous write within ~5 ms of calling
+	// Prefect inline (docs/BENCHMARKS.md, "Jobs").
+	DefaultPollInterval = 5 * time.Millisecond
+	// DefaultEmbeddedPollInterval is the default with the embedded Redis,
+	// which runs asynq's Lua scripts inside the api process: polling every
+	// 5 ms there costs a third of a core while idle — too much for a laptop,
+	// and latency matters less there.
+	DefaultEmbeddedPollInterval = 50 * time.Millisecond
+)
 
 // ServerConfig configures a worker.
 type ServerConfig struct {
@@ -88,7 +105,7 @@ type ServerConfig struct {
 	// RetryDelay picks the delay before a failed task's next attempt; nil
 	// means asynq's default. internal/worker dispatches it by task type.
 	RetryDelay asynq.RetryDelayFunc
-	// PollInterval is asynq's TaskCheckInterval (default 5 ms): an idle
+	// PollInterval is asynq's TaskCheckInterval (default DefaultPollInterval): an idle
 	// worker looks for a new job every 0.5–1.5× this, so it is most of what
 	// the job system adds to a synchronous write. Measured (docs/BENCHMARKS.md,
 	// "Jobs"): p50 added 18.5 ms at 20 ms, 4.4 ms at 5 ms; an idle worker costs
@@ -98,18 +115,19 @@ type ServerConfig struct {
 	Queues map[string]int
 }
 
-// NewServer builds the asynq server that executes jobs.
-func NewServer(opt asynq.RedisConnOpt, cfg ServerConfig) *asynq.Server {
+// NewServer builds the asynq server that executes jobs, on the process's
+// Redis client (which it does not close).
+func NewServer(rdb redis.UniversalClient, cfg ServerConfig) *asynq.Server {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 20 * time.Second
 	}
 	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = 5 * time.Millisecond
+		cfg.PollInterval = DefaultPollInterval
 	}
 	if cfg.Queues == nil {
 		cfg.Queues = QueueWeights()
 	}
-	return asynq.NewServer(opt, asynq.Config{
+	return asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:     cfg.Concurrency,
 		Queues:          cfg.Queues,
 		ShutdownTimeout: cfg.ShutdownTimeout,

@@ -23,7 +23,12 @@ func TestEmbeddedRedisRunsAsynqTasks(t *testing.T) {
 	}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	srv := NewServer(opt, ServerConfig{Concurrency: 2, Log: log})
+	rdb, err := Connect(e.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	srv := NewServer(rdb, ServerConfig{Concurrency: 2, Log: log})
 	done := make(chan string, 1)
 	mux := asynq.NewServeMux()
 	mux.HandleFunc("t:echo", func(_ context.Context, tk *asynq.Task) error {

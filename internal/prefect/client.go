@@ -24,6 +24,11 @@ import (
 // PageSize is Prefect's default and maximum `limit` for /filter endpoints.
 const PageSize = 200
 
+// DefaultTimeout is PREFECT_API_TIMEOUT's default: per request, and the
+// bound of a whole read. Under Django's own 30 s, so a slow Prefect is a 504
+// with a detail rather than Django's "connection error".
+const DefaultTimeout = 20 * time.Second
+
 // Config holds what the client needs; zero values get sensible defaults.
 type Config struct {
 	BaseURL    *url.URL // e.g. http://127.0.0.1:4200/api
@@ -68,7 +73,7 @@ func New(cfg Config) *Client {
 		hc = &http.Client{Transport: tr}
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 30 * time.Second
+		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.Retry.Attempts <= 0 {
 		cfg.Retry = DefaultRetry

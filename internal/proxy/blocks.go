@@ -64,7 +64,7 @@ func (s *Service) AirbyteServerBlockID(ctx context.Context, name string) (map[st
 		return map[string]*string{"block_id": nil}, nil
 	}
 	if err != nil {
-		return nil, airbyteLookupErr(err)
+		return nil, translate(err, airbyteLookup)
 	}
 	return map[string]*string{"block_id": &doc.ID}, nil
 }
@@ -88,7 +88,7 @@ func (s *Service) AirbyteServerBlock(ctx context.Context, name string) (AirbyteS
 		return AirbyteServerConfig{}, apperr.Wrap(apperr.NotFound, err, "block not found")
 	}
 	if err != nil {
-		return AirbyteServerConfig{}, airbyteLookupErr(err)
+		return AirbyteServerConfig{}, translate(err, airbyteLookup)
 	}
 	// Defaults are prefect-airbyte's AirbyteServer field defaults, which the
 	// Python proxy got by loading the block into that model.
@@ -109,15 +109,11 @@ func (s *Service) AirbyteServerBlock(ctx context.Context, name string) (AirbyteS
 	}, nil
 }
 
-// airbyteLookupErr is routes 2/3's answer to a failed lookup. The Python proxy
+// airbyteLookup is routes 2/3's answer to a failed lookup. The Python proxy
 // answered 500 "Internal server error"; a Prefect fault is not ours, so it is a
-// 502/503/504 with a detail instead.
-func airbyteLookupErr(err error) error {
-	if up := UpstreamErr(err); up != nil {
-		return up
-	}
-	return apperr.Wrap(apperr.Upstream, err, "Internal server error: failed to look up the airbyte server block")
-}
+// 502 with a detail instead.
+var airbyteLookup = Contract{Code: apperr.Upstream,
+	Message: "Internal server error: failed to look up the airbyte server block"}
 
 // SecretBlockRef is route 8's answer.
 type SecretBlockRef struct {
@@ -173,7 +169,7 @@ func (s *Service) secretDocument(ctx context.Context, cleaned, failMsg string) (
 		return BlockDocument{}, notFound
 	}
 	if err != nil {
-		return BlockDocument{}, routeErr(err, failMsg)
+		return BlockDocument{}, translate(err, failed(failMsg))
 	}
 	return doc, nil
 }

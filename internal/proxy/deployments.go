@@ -78,7 +78,7 @@ func (s *Service) Deployment(ctx context.Context, id string) (DeploymentJSON, er
 		return raw, err
 	})
 	if err != nil {
-		return DeploymentJSON{}, routeErr(err, msg)
+		return DeploymentJSON{}, translate(err, failed(msg))
 	}
 	d, err := DeploymentToJSON(raw)
 	if err != nil {
@@ -109,7 +109,7 @@ func (s *Service) FilterDeployments(ctx context.Context, orgSlug string, ids []s
 		return s.prefect.FilterAll(ctx, "/deployments/filter", body, 0)
 	})
 	if err != nil {
-		return nil, routeErr(err, msg)
+		return nil, translate(err, failed(msg))
 	}
 	out := make([]DeploymentJSON, 0, len(rows))
 	seen := make(map[string]bool, len(rows))

@@ -3,12 +3,10 @@ package proxy
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"strconv"
 	"time"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
-	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 )
 
 // DBTTestFailed is the state name the dbt runner flow gives a run whose
@@ -71,7 +69,7 @@ func (s *Service) FlowRunPoll(ctx context.Context, id string) (json.RawMessage, 
 	raw, err := sharedRead(ctx, s, "poll:"+cid, func(ctx context.Context) (json.RawMessage, error) {
 		return s.getFlowRun(ctx, cid)
 	})
-	return raw, routeErr(err, msg)
+	return raw, translate(err, failed(msg))
 }
 
 func (s *Service) getFlowRun(ctx context.Context, id string) (json.RawMessage, error) {
@@ -110,7 +108,7 @@ func (s *Service) FlowRun(ctx context.Context, id string) (json.RawMessage, erro
 		}
 		return setKeys(raw, "status", head.stateType(), "state_name", name)
 	})
-	return raw, routeErr(err, msg)
+	return raw, translate(err, failed(msg))
 }
 
 // FlowRunSummary is one row of route 19, in the Python proxy's mixed casing.
@@ -182,7 +180,7 @@ func (s *Service) FlowRunsByDeployment(ctx context.Context, deploymentID string,
 		}
 		return out, nil
 	})
-	return out, routeErr(err, msg)
+	return out, translate(err, failed(msg))
 }
 
 // LateFilter is the body of route 20 (FilterLateFlowRuns).
@@ -247,14 +245,14 @@ func (s *Service) LateFlowRuns(ctx context.Context, f LateFilter) ([]LateFlowRun
 	}
 	rows, err := s.prefect.FilterAll(ctx, "/flow_runs/filter", body, max(f.Limit, 0))
 	if err != nil {
-		return nil, routeErr(err, msg)
+		return nil, translate(err, failed(msg))
 	}
 	rows = uniqueByID(rows)
 	out := make([]LateFlowRun, len(rows))
 	for i, r := range rows {
 		var h runHead
 		if err := json.Unmarshal(r, &h); err != nil {
-			return nil, routeErr(err, msg)
+			return nil, translate(err, failed(msg))
 		}
 		out[i] = LateFlowRun{
 			ID: h.ID, Name: h.Name, Tags: h.Tags, StartTime: h.StartTime,
@@ -277,18 +275,18 @@ func (s *Service) FlowRunByName(ctx context.Context, name string) (json.RawMessa
 		"limit":     1,
 	}, &rows)
 	if err != nil {
-		return nil, routeErr(err, "failed to fetch flow_runs by name")
+		return nil, translate(err, failed("failed to fetch flow_runs by name"))
 	}
 	if len(rows) == 0 {
 		return nil, apperr.New(apperr.BadRequest, "no such flow run")
 	}
 	var h runHead
 	if err := json.Unmarshal(rows[0], &h); err != nil {
-		return nil, routeErr(err, "failed to fetch flow_runs by name")
+		return nil, translate(err, failed("failed to fetch flow_runs by name"))
 	}
 	raw, err := setKeys(rows[0], "status", h.stateType())
 	if err != nil {
-		return nil, routeErr(err, "failed to fetch flow_runs by name")
+		return nil, translate(err, failed("failed to fetch flow_runs by name"))
 	}
 	return raw, nil
 }
@@ -311,7 +309,7 @@ func (s *Service) ScheduledFlowRuns(ctx context.Context, deploymentID string) ([
 		"flow_runs":   map[string]any{"state": map[string]any{"type": map[string]any{"any_": []string{"SCHEDULED"}}}},
 	}, 0)
 	if err != nil {
-		return nil, routeErr(err, msg)
+		return nil, translate(err, failed(msg))
 	}
 	return nonNil(uniqueByID(rows)), nil
 }
@@ -332,14 +330,7 @@ func (s *Service) LongRunningFlowRuns(ctx context.Context, nhours int, since tim
 		},
 	}, 0)
 	if err != nil {
-		if up := UpstreamErr(err); up != nil {
-			return nil, up
-		}
-		var ae *prefect.APIError
-		if errors.As(err, &ae) {
-			return nil, apperr.Wrap(apperr.BadRequest, err, "%s", ae.Body)
-		}
-		return nil, routeErr(err, "failed to fetch long-running flow runs")
+		return nil, translate(err, prefectText("failed to fetch long-running flow runs"))
 	}
 	return nonNil(uniqueByID(rows)), nil
 }
@@ -416,8 +407,12 @@ func (s *Service) dbtTestFailed(ctx context.Context, roots []string) (map[string
 		}
 		frontier = next
 	}
-	// A root fails when any flow run of its own tree does; walk each tree
-	// separately (a root may also be another root's subflow).
+	return failedTrees(roots, children, hasFailed), nil
+}
+
+// failedTrees: a root fails when any flow run of its own tree does; each
+// tree is walked separately (a root may also be another root's subflow).
+func failedTrees(roots []string, children map[string][]string, hasFailed map[string]bool) map[string]bool {
 	out := make(map[string]bool, len(roots))
 	for _, r := range roots {
 		visited := map[string]bool{}
@@ -435,5 +430,5 @@ func (s *Service) dbtTestFailed(ctx context.Context, roots []string) (map[string
 			stack = append(stack, children[n]...)
 		}
 	}
-	return out, nil
+	return out
 }

@@ -187,7 +187,7 @@ func (s *Service) FlowRunGraph(ctx context.Context, id string) ([]GraphNode, err
 		}
 		return out, nil
 	})
-	return out, routeErr(err, msg)
+	return out, translate(err, failed(msg))
 }
 
 func rawOrNull(v json.RawMessage) json.RawMessage {

@@ -60,7 +60,7 @@ func (s *Service) FlowRunLogs(ctx context.Context, id, taskRunID string, limit, 
 	page, err := sharedRead(ctx, s, key, func(ctx context.Context) (LogPage, error) {
 		ids := []string{cid}
 		nodes, err := s.graphNodes(ctx, cid)
-		if up := UpstreamErr(err); up != nil {
+		if isUpstream(err) {
 			return LogPage{}, err
 		}
 		for _, n := range nodes {
@@ -88,7 +88,7 @@ func (s *Service) FlowRunLogs(ctx context.Context, id, taskRunID string, limit, 
 		}
 		return out, nil
 	})
-	return page, routeErr(err, msg)
+	return page, translate(err, failed(msg))
 }
 
 // NodeLogs is one row of route 27.
@@ -183,5 +183,5 @@ func (s *Service) FlowRunLogsByNode(ctx context.Context, id string) ([]NodeLogs,
 		}
 		return out, nil
 	})
-	return out, routeErr(err, msg)
+	return out, translate(err, failed(msg))
 }

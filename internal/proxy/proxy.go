@@ -5,13 +5,10 @@ package proxy
 
 import (
 	"context"
-	"errors"
-	"net/http"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 )
 
@@ -34,11 +31,22 @@ type Service struct {
 	blockRefs            blockCache // block type/schema ids used by the block writes
 }
 
-// New builds a Service.
+// Defaults of the deployment settings, the Python proxy's values
+// (PREFECT_DEFAULT_WORK_POOL, PREFECT_DEFAULT_WORK_QUEUE, FLOW_REPO_URL,
+// PREFECT_PROXY_GIT_BRANCH, DEPLOYMENT_ENTRYPOINT).
+const (
+	DefaultWorkPool             = "default-agent-pool"
+	DefaultWorkQueue            = "ddp"
+	DefaultFlowRepoURL          = "https://github.com/DalgoT4D/prefect-proxy.git"
+	DefaultFlowRepoBranch       = "main"
+	DefaultDeploymentEntrypoint = "proxy/prefect_flows_runner.py:deployment_schedule_flow_v5"
+)
+
+// New builds a Service with the default deployment settings.
 func New(pc *prefect.Client, log logrus.FieldLogger) *Service {
-	return &Service{prefect: pc, log: log, DefaultWorkPool: "default-agent-pool", DefaultWorkQueue: "ddp",
-		FlowRepoURL: "https://github.com/DalgoT4D/prefect-proxy.git", FlowRepoBranch: "main",
-		DeploymentEntrypoint: "proxy/prefect_flows_runner.py:deployment_schedule_flow_v5"}
+	return &Service{prefect: pc, log: log, DefaultWorkPool: DefaultWorkPool, DefaultWorkQueue: DefaultWorkQueue,
+		FlowRepoURL: DefaultFlowRepoURL, FlowRepoBranch: DefaultFlowRepoBranch,
+		DeploymentEntrypoint: DefaultDeploymentEntrypoint}
 }
 
 // Prefect exposes the client, for routes that pass Prefect's answer through.
@@ -70,56 +78,6 @@ func shared[T any](s *Service, key string, fn func() (T, error)) (T, error) {
 		return zero, err
 	}
 	return v.(T), nil
-}
-
-// routeErr turns a Prefect failure into the route's answer. Upstream faults
-// (unreachable, timeout, 5xx after retries) are 502/504 with a detail — the
-// deliberate fix over the Python proxy's bare 500. Anything Prefect rejected
-// becomes the Python proxy's 400 with the route's fixed message, which is what
-// Django expects (e.g. "failed to fetch flow_run <id>" for an unknown run).
-func routeErr(err error, msg string) error {
-	if err == nil {
-		return nil
-	}
-	if up := UpstreamErr(err); up != nil {
-		return up
-	}
-	var ae *apperr.Error
-	if errors.As(err, &ae) {
-		return ae
-	}
-	return apperr.Wrap(apperr.BadRequest, err, "%s", msg)
-}
-
-// UpstreamErr maps Prefect being unreachable, slow or failing to 502/504/503,
-// or returns nil when err is not an upstream fault.
-func UpstreamErr(err error) *apperr.Error {
-	// The caller (Django) went away; Prefect did nothing wrong.
-	if errors.Is(err, context.Canceled) {
-		return apperr.Wrap(apperr.Canceled, err, "the client closed the request")
-	}
-	var te *prefect.TransportError
-	if errors.As(err, &te) {
-		if te.Timeout {
-			return apperr.Wrap(apperr.Timeout, err, "Prefect did not answer in time")
-		}
-		return apperr.Wrap(apperr.Upstream, err, "Prefect is unreachable")
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return apperr.Wrap(apperr.Timeout, err, "Prefect did not answer in time")
-	}
-	var pe *prefect.APIError
-	if errors.As(err, &pe) {
-		switch {
-		case pe.Status == http.StatusServiceUnavailable:
-			return apperr.Wrap(apperr.Unavailable, err, "Prefect is unavailable (%d)", pe.Status)
-		case pe.Status == http.StatusUnauthorized || pe.Status == http.StatusForbidden:
-			return apperr.Wrap(apperr.Upstream, err, "Prefect refused the proxy's credentials (%d)", pe.Status)
-		case pe.Retryable():
-			return apperr.Wrap(apperr.Upstream, err, "Prefect failed (%d)", pe.Status)
-		}
-	}
-	return nil
 }
 
 // PrefectVersion is route 34: Prefect's package version, or nil on any error

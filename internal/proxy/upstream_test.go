@@ -11,7 +11,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 )
 
-func TestUpstreamErrClassifies(t *testing.T) {
+func TestUpstreamFaultsClassify(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name string
@@ -30,7 +30,7 @@ func TestUpstreamErrClassifies(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got := UpstreamErr(tc.err)
+			got := upstreamErr(tc.err)
 			switch {
 			case tc.want == "" && got != nil:
 				t.Fatalf("got %v, want nil", got)
@@ -39,7 +39,46 @@ func TestUpstreamErrClassifies(t *testing.T) {
 			}
 		})
 	}
-	if s := UpstreamErr(context.Canceled).Status(); s != 499 {
+	if s := upstreamErr(context.Canceled).Status(); s != 499 {
 		t.Errorf("a closed request is logged as 499, got %d", s)
+	}
+}
+
+func TestTranslateGivesEachRouteItsContract(t *testing.T) {
+	t.Parallel()
+	rejected := &prefect.APIError{Status: http.StatusConflict, Body: `{"detail":"taken"}`}
+	decided := apperr.New(apperr.NotFound, "block not found")
+	cases := []struct {
+		name       string
+		err        error
+		contract   Contract
+		wantStatus int
+		wantDetail string
+		retryable  bool
+	}{
+		{"rejection is the route's fixed 400", rejected, failed("failed to create"), 400, "failed to create", false},
+		{"rejection with Prefect's text", rejected, prefectText("fallback"), 400, `{"detail":"taken"}`, false},
+		{"Prefect's text without an answer falls back", errors.New("boom"), prefectText("fallback"), 400, "fallback", false},
+		{"route-specific class", rejected, airbyteLookup, 502, airbyteLookup.Message, false},
+		{"a decided answer passes through", decided, failed("x"), 404, "block not found", false},
+		{"an upstream fault beats the contract and stays retryable",
+			&prefect.APIError{Status: http.StatusBadGateway}, failed("x"), 502, "Prefect failed (502)", true},
+		{"credentials refused", &prefect.APIError{Status: http.StatusForbidden}, prefectText("x"), 502,
+			"Prefect refused the proxy's credentials (403)", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := apperr.From(translate(tc.err, tc.contract))
+			if got.Status() != tc.wantStatus || got.Message != tc.wantDetail {
+				t.Fatalf("got %d %q, want %d %q", got.Status(), got.Message, tc.wantStatus, tc.wantDetail)
+			}
+			if prefect.Retryable(got) != tc.retryable {
+				t.Fatalf("retryable %v, want %v", prefect.Retryable(got), tc.retryable)
+			}
+		})
+	}
+	if translate(nil, failed("x")) != nil {
+		t.Fatal("nil error translated")
 	}
 }

@@ -106,7 +106,7 @@ func (s *Service) CountWorkers(ctx context.Context, pools []string, status strin
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return 0, routeErr(err, msg)
+		return 0, translate(err, failed(msg))
 	}
 	return int(total.Load()), nil
 }

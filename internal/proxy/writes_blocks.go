@@ -42,7 +42,7 @@ type AirbyteServerCreatePayload struct {
 	UseSSL     bool   `json:"use_ssl"`
 }
 
-func decodeAirbyteServerCreate(_ map[string]string, body []byte) (AirbyteServerCreatePayload, error) {
+func DecodeAirbyteServerCreate(_ map[string]string, body []byte) (AirbyteServerCreatePayload, error) {
 	var p AirbyteServerCreatePayload
 	c, err := validate.Model(body)
 	if err != nil {
@@ -78,7 +78,7 @@ type AirbyteServerUpdatePayload struct {
 	UseSSL     *bool   `json:"use_ssl,omitempty"`
 }
 
-func decodeAirbyteServerUpdate(_ map[string]string, body []byte) (AirbyteServerUpdatePayload, error) {
+func DecodeAirbyteServerUpdate(_ map[string]string, body []byte) (AirbyteServerUpdatePayload, error) {
 	var p AirbyteServerUpdatePayload
 	c, err := validate.Model(body)
 	if err != nil {
@@ -123,7 +123,7 @@ type AirbyteConnectionPayload struct {
 	Extra               map[string]any `json:"extra"`
 }
 
-func decodeAirbyteConnection(_ map[string]string, body []byte) (AirbyteConnectionPayload, error) {
+func DecodeAirbyteConnection(_ map[string]string, body []byte) (AirbyteConnectionPayload, error) {
 	var p AirbyteConnectionPayload
 	c, err := validate.Model(body)
 	if err != nil {
@@ -157,7 +157,7 @@ type SecretPayload struct {
 	Secret    string `json:"secret"`
 }
 
-func decodeSecret(_ map[string]string, body []byte) (SecretPayload, error) {
+func DecodeSecret(_ map[string]string, body []byte) (SecretPayload, error) {
 	var p SecretPayload
 	c, err := validate.Model(body)
 	if err != nil {
@@ -177,7 +177,7 @@ type BlockDeletePayload struct {
 	BlockID string `json:"block_id"`
 }
 
-func decodeBlockDelete(params map[string]string, _ []byte) (BlockDeletePayload, error) {
+func DecodeBlockDelete(params map[string]string, _ []byte) (BlockDeletePayload, error) {
 	id := params["block_id"]
 	if !validate.UUIDPath(id) {
 		return BlockDeletePayload{}, badRequest("%s", notFoundText)
@@ -187,7 +187,7 @@ func decodeBlockDelete(params map[string]string, _ []byte) (BlockDeletePayload, 
 
 // ---- run -------------------------------------------------------------------
 
-func (s *Service) runAirbyteServerCreate(ctx context.Context, p AirbyteServerCreatePayload, _ string) (any, error) {
+func (s *Service) RunAirbyteServerCreate(ctx context.Context, p AirbyteServerCreatePayload, j Job) (any, error) {
 	// username and password keep the block type's defaults, as in Python.
 	data := map[string]any{
 		"username":    "airbyte",
@@ -199,15 +199,15 @@ func (s *Service) runAirbyteServerCreate(ctx context.Context, p AirbyteServerCre
 	}
 	id, err := s.saveBlock(ctx, AirbyteServerSlug, p.BlockName, data, false)
 	if err != nil {
-		return nil, writeErr(err, msgAirbyteServerCreate)
+		return nil, translate(err, failed(msgAirbyteServerCreate))
 	}
 	return map[string]string{"block_id": id, "cleaned_block_name": p.BlockName}, nil
 }
 
-func (s *Service) runAirbyteServerUpdate(ctx context.Context, p AirbyteServerUpdatePayload, _ string) (any, error) {
+func (s *Service) RunAirbyteServerUpdate(ctx context.Context, p AirbyteServerUpdatePayload, j Job) (any, error) {
 	doc, err := s.BlockDocumentByName(ctx, AirbyteServerSlug, p.BlockName)
 	if err != nil {
-		return nil, writeErr(err, msgAirbyteServerUpdate)
+		return nil, translate(err, failed(msgAirbyteServerUpdate))
 	}
 	data := make(map[string]any, len(doc.Data)+6)
 	for k, v := range doc.Data {
@@ -226,10 +226,10 @@ func (s *Service) runAirbyteServerUpdate(ctx context.Context, p AirbyteServerUpd
 	set("use_ssl", deref(p.UseSSL), p.UseSSL != nil)
 	ref, err := s.blockRef(ctx, AirbyteServerSlug)
 	if err != nil {
-		return nil, writeErr(err, msgAirbyteServerUpdate)
+		return nil, translate(err, failed(msgAirbyteServerUpdate))
 	}
 	if err := s.patchBlockDoc(ctx, doc.ID, ref.SchemaID, data); err != nil {
-		return nil, writeErr(err, msgAirbyteServerUpdate)
+		return nil, translate(err, failed(msgAirbyteServerUpdate))
 	}
 	return map[string]string{"block_id": doc.ID, "cleaned_block_name": p.BlockName}, nil
 }
@@ -242,10 +242,10 @@ func deref[T any](p *T) T {
 	return *p
 }
 
-func (s *Service) runAirbyteConnection(ctx context.Context, p AirbyteConnectionPayload, _ string) (any, error) {
+func (s *Service) RunAirbyteConnection(ctx context.Context, p AirbyteConnectionPayload, j Job) (any, error) {
 	server, err := s.BlockDocumentByName(ctx, AirbyteServerSlug, p.ServerBlockName)
 	if err != nil {
-		return nil, writeErr(err, msgAirbyteConnection)
+		return nil, translate(err, failed(msgAirbyteConnection))
 	}
 	extra := make(map[string]any, len(p.Extra)+1)
 	for k, v := range p.Extra {
@@ -262,44 +262,44 @@ func (s *Service) runAirbyteConnection(ctx context.Context, p AirbyteConnectionP
 	}
 	id, err := s.saveBlock(ctx, AirbyteConnectionSlug, p.ConnectionBlockName, data, true)
 	if err != nil {
-		return nil, writeErr(err, msgAirbyteConnection)
+		return nil, translate(err, failed(msgAirbyteConnection))
 	}
 	return map[string]string{"block_id": id, "cleaned_block_name": p.ConnectionBlockName}, nil
 }
 
-// runSecretCreate is route 9: Secret(value).save(cleaned, overwrite=True), an
+// RunSecretCreate is route 9: Secret(value).save(cleaned, overwrite=True), an
 // upsert despite the POST.
-func (s *Service) runSecretCreate(ctx context.Context, p SecretPayload, _ string) (any, error) {
+func (s *Service) RunSecretCreate(ctx context.Context, p SecretPayload, j Job) (any, error) {
 	id, err := s.saveBlock(ctx, SecretSlug, p.BlockName, map[string]any{"value": p.Secret}, true)
 	if err != nil {
-		return nil, writeErr(err, msgSecret)
+		return nil, translate(err, failed(msgSecret))
 	}
 	return map[string]string{"block_id": id, "block_name": p.BlockName}, nil
 }
 
-// runSecretUpsert is route 10: load by name; overwrite it, or create it.
-func (s *Service) runSecretUpsert(ctx context.Context, p SecretPayload, jobID string) (any, error) {
+// RunSecretUpsert is route 10: load by name; overwrite it, or create it.
+func (s *Service) RunSecretUpsert(ctx context.Context, p SecretPayload, j Job) (any, error) {
 	doc, err := s.BlockDocumentByName(ctx, SecretSlug, p.BlockName)
 	if prefect.IsNotFound(err) {
-		return s.runSecretCreate(ctx, p, jobID)
+		return s.RunSecretCreate(ctx, p, j)
 	}
 	if err != nil {
-		return nil, writeErr(err, msgSecret)
+		return nil, translate(err, failed(msgSecret))
 	}
 	ref, err := s.blockRef(ctx, SecretSlug)
 	if err == nil {
 		err = s.patchBlockDoc(ctx, doc.ID, ref.SchemaID, map[string]any{"value": p.Secret})
 	}
 	if err != nil {
-		return nil, writeErr(err, msgSecret)
+		return nil, translate(err, failed(msgSecret))
 	}
 	return map[string]string{"block_id": doc.ID, "block_name": p.BlockName}, nil
 }
 
-// runBlockDelete is route 11: null, or 400 with Prefect's raw answer.
-func (s *Service) runBlockDelete(ctx context.Context, p BlockDeletePayload, _ string) (any, error) {
-	if err := s.prefect.Do(ctx, http.MethodDelete, "/block_documents/"+p.BlockID, nil, nil, false); err != nil && !goneOnRetry(ctx, err) {
-		return nil, rawTextErr(err)
+// RunBlockDelete is route 11: null, or 400 with Prefect's raw answer.
+func (s *Service) RunBlockDelete(ctx context.Context, p BlockDeletePayload, j Job) (any, error) {
+	if err := s.prefect.Do(ctx, http.MethodDelete, "/block_documents/"+p.BlockID, nil, nil, false); err != nil && !goneOnRetry(j, err) {
+		return nil, translate(err, prefectText("prefect request failed"))
 	}
 	return nil, nil
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
-	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 )
 
 // jsonEqual compares two JSON texts by value.
@@ -256,7 +255,7 @@ func TestDecode(t *testing.T) {
 			body: `{"state":{"name":"Cancelling","type":"CANCELLING"},"force":"False"}`,
 			want: `{"flow_run_id":"` + runID + `","state_name":"Cancelling","force":"False"}`},
 	}
-	ops := WriteOps()
+	ops := writeOps()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -296,37 +295,5 @@ func TestDecode(t *testing.T) {
 				tc.payload(t, raw)
 			}
 		})
-	}
-}
-
-func TestWriteOpsRegistry(t *testing.T) {
-	t.Parallel()
-	want := map[string]string{
-		"block:airbyte-server:create":     jobs.QueueDefault,
-		"block:airbyte-server:update":     jobs.QueueDefault,
-		"block:airbyte-connection:upsert": jobs.QueueDefault,
-		"block:secret:create":             jobs.QueueDefault,
-		"block:secret:upsert":             jobs.QueueDefault,
-		"block:delete":                    jobs.QueueDefault,
-		"deployment:create":               jobs.QueueDefault,
-		"deployment:update":               jobs.QueueDefault,
-		"deployment:entrypoint":           jobs.QueueDefault,
-		"deployment:delete":               jobs.QueueDefault,
-		"deployment:set-schedule":         jobs.QueueDefault,
-		"flowrun:create":                  jobs.QueueCritical,
-		"flowrun:schedule":                jobs.QueueCritical,
-		"flowrun:delete":                  jobs.QueueCritical,
-		"flowrun:retry":                   jobs.QueueCritical,
-		"flowrun:cancel":                  jobs.QueueCritical,
-	}
-	ops := WriteOps()
-	if len(ops) != len(want) {
-		t.Fatalf("%d ops, want %d", len(ops), len(want))
-	}
-	for name, queue := range want {
-		o, ok := ops[name]
-		if !ok || o.Name != name || o.Queue != queue || o.Decode == nil || o.Run == nil {
-			t.Errorf("op %s: %+v", name, o)
-		}
 	}
 }

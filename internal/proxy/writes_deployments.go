@@ -40,7 +40,7 @@ type DeploymentCreatePayload struct {
 	WorkPool       string         `json:"work_pool,omitempty"`  // empty: the default
 }
 
-func decodeDeploymentCreate(_ map[string]string, body []byte) (DeploymentCreatePayload, error) {
+func DecodeDeploymentCreate(_ map[string]string, body []byte) (DeploymentCreatePayload, error) {
 	var p DeploymentCreatePayload
 	c, err := validate.Model(body)
 	if err != nil {
@@ -72,7 +72,7 @@ type DeploymentUpdatePayload struct {
 	WorkPool     string         `json:"work_pool,omitempty"`
 }
 
-func decodeDeploymentUpdate(params map[string]string, body []byte) (DeploymentUpdatePayload, error) {
+func DecodeDeploymentUpdate(params map[string]string, body []byte) (DeploymentUpdatePayload, error) {
 	var p DeploymentUpdatePayload
 	c, err := validate.Model(body)
 	if err != nil {
@@ -99,7 +99,7 @@ type EntrypointPayload struct {
 	Entrypoint   string `json:"entrypoint"`
 }
 
-func decodeEntrypoint(params map[string]string, body []byte) (EntrypointPayload, error) {
+func DecodeEntrypoint(params map[string]string, body []byte) (EntrypointPayload, error) {
 	var p EntrypointPayload
 	obj, err := validate.Dict(body, false)
 	if err != nil {
@@ -121,7 +121,7 @@ type DeploymentDeletePayload struct {
 	DeploymentID string `json:"deployment_id"`
 }
 
-func decodeDeploymentDelete(params map[string]string, _ []byte) (DeploymentDeletePayload, error) {
+func DecodeDeploymentDelete(params map[string]string, _ []byte) (DeploymentDeletePayload, error) {
 	id := params["deployment_id"]
 	if !validate.UUIDPath(id) {
 		return DeploymentDeletePayload{}, badRequest("%s", notFoundText)
@@ -135,7 +135,7 @@ type SetSchedulePayload struct {
 	Active       bool   `json:"active"`
 }
 
-func decodeSetSchedule(params map[string]string, _ []byte) (SetSchedulePayload, error) {
+func DecodeSetSchedule(params map[string]string, _ []byte) (SetSchedulePayload, error) {
 	var p SetSchedulePayload
 	status := params["status"]
 	if status != "active" && status != "inactive" {
@@ -151,8 +151,8 @@ func decodeSetSchedule(params map[string]string, _ []byte) (SetSchedulePayload, 
 
 // ---- run -------------------------------------------------------------------
 
-// runDeploymentCreate is route 14: an upsert by (flow, deployment name).
-func (s *Service) runDeploymentCreate(ctx context.Context, p DeploymentCreatePayload, _ string) (any, error) {
+// RunDeploymentCreate is route 14: an upsert by (flow, deployment name).
+func (s *Service) RunDeploymentCreate(ctx context.Context, p DeploymentCreatePayload, j Job) (any, error) {
 	pool, queue := p.WorkPool, p.WorkQueue
 	if pool == "" {
 		pool = s.DefaultWorkPool
@@ -162,7 +162,7 @@ func (s *Service) runDeploymentCreate(ctx context.Context, p DeploymentCreatePay
 	}
 	// deploy() refuses an unknown pool ("Could not find work pool").
 	if err := s.prefect.Get(ctx, "/work_pools/"+url.PathEscape(pool), nil); err != nil {
-		return nil, writeErr(err, msgDeploymentCreate)
+		return nil, translate(err, failed(msgDeploymentCreate))
 	}
 	params := p.Params
 	if params == nil {
@@ -195,7 +195,7 @@ func (s *Service) runDeploymentCreate(ctx context.Context, p DeploymentCreatePay
 		id, err = s.createDeployment(ctx, flow, p.DeploymentName, body)
 	}
 	if err != nil {
-		return nil, writeErr(err, msgDeploymentCreate)
+		return nil, translate(err, failed(msgDeploymentCreate))
 	}
 	return map[string]any{"deployment": map[string]any{"id": id, "name": p.DeploymentName, "params": params}}, nil
 }
@@ -287,8 +287,8 @@ func flowNameOf(entrypoint string) string {
 	return strings.ReplaceAll(fn, "_", "-")
 }
 
-// runDeploymentUpdate is route 15.
-func (s *Service) runDeploymentUpdate(ctx context.Context, p DeploymentUpdatePayload, _ string) (any, error) {
+// RunDeploymentUpdate is route 15.
+func (s *Service) RunDeploymentUpdate(ctx context.Context, p DeploymentUpdatePayload, j Job) (any, error) {
 	patch := map[string]any{}
 	if p.ParamsSet {
 		params := p.Params
@@ -309,48 +309,48 @@ func (s *Service) runDeploymentUpdate(ctx context.Context, p DeploymentUpdatePay
 		// an unknown deployment with the route's 400 as Python did.
 		var d deploymentDoc
 		if err := s.prefect.Get(ctx, path, &d); err != nil {
-			return nil, writeErr(err, msgDeploymentUpdate)
+			return nil, translate(err, failed(msgDeploymentUpdate))
 		}
 		if p.CronSet {
 			if err := s.clearSlugSchedules(ctx, d); err != nil {
-				return nil, writeErr(err, msgDeploymentUpdate)
+				return nil, translate(err, failed(msgDeploymentUpdate))
 			}
 			patch["schedules"] = cronSchedules(p.Cron)
 		}
 	}
 	if len(patch) > 0 {
 		if err := s.prefect.Do(ctx, http.MethodPatch, path, patch, nil, true); err != nil {
-			return nil, writeErr(err, msgDeploymentUpdate)
+			return nil, translate(err, failed(msgDeploymentUpdate))
 		}
 	}
 	return successBody(), nil
 }
 
-// runEntrypoint is route 16.
-func (s *Service) runEntrypoint(ctx context.Context, p EntrypointPayload, _ string) (any, error) {
+// RunEntrypoint is route 16.
+func (s *Service) RunEntrypoint(ctx context.Context, p EntrypointPayload, j Job) (any, error) {
 	body := map[string]string{"entrypoint": p.Entrypoint}
 	if err := s.prefect.Do(ctx, http.MethodPatch, "/deployments/"+p.DeploymentID, body, nil, true); err != nil {
-		return nil, writeErr(err, msgEntrypoint)
+		return nil, translate(err, failed(msgEntrypoint))
 	}
 	return successBody(), nil
 }
 
-// runDeploymentDelete is route 30: null, or 400 with Prefect's raw answer.
-func (s *Service) runDeploymentDelete(ctx context.Context, p DeploymentDeletePayload, _ string) (any, error) {
-	if err := s.prefect.Do(ctx, http.MethodDelete, "/deployments/"+p.DeploymentID, nil, nil, false); err != nil && !goneOnRetry(ctx, err) {
-		return nil, rawTextErr(err)
+// RunDeploymentDelete is route 30: null, or 400 with Prefect's raw answer.
+func (s *Service) RunDeploymentDelete(ctx context.Context, p DeploymentDeletePayload, j Job) (any, error) {
+	if err := s.prefect.Do(ctx, http.MethodDelete, "/deployments/"+p.DeploymentID, nil, nil, false); err != nil && !goneOnRetry(j, err) {
+		return nil, translate(err, prefectText("prefect request failed"))
 	}
 	return nil, nil
 }
 
-// runSetSchedule is route 33: schedules[0].active and the deployment's
+// RunSetSchedule is route 33: schedules[0].active and the deployment's
 // paused flag, together. A deployment without schedules is left alone, as
 // the Python proxy did.
-func (s *Service) runSetSchedule(ctx context.Context, p SetSchedulePayload, _ string) (any, error) {
+func (s *Service) RunSetSchedule(ctx context.Context, p SetSchedulePayload, j Job) (any, error) {
 	path := "/deployments/" + p.DeploymentID
 	var d deploymentDoc
 	if err := s.prefect.Get(ctx, path, &d); err != nil {
-		return nil, writeErr(err, msgSetSchedule)
+		return nil, translate(err, failed(msgSetSchedule))
 	}
 	if len(d.Schedules) == 0 {
 		return successBody(), nil
@@ -367,7 +367,7 @@ func (s *Service) runSetSchedule(ctx context.Context, p SetSchedulePayload, _ st
 	first["active"] = p.Active
 	body := map[string]any{"schedules": []any{first}, "paused": !p.Active}
 	if err := s.prefect.Do(ctx, http.MethodPatch, path, body, nil, true); err != nil {
-		return nil, writeErr(err, msgSetSchedule)
+		return nil, translate(err, failed(msgSetSchedule))
 	}
 	return successBody(), nil
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/validate"
 )
 
@@ -30,9 +29,9 @@ type FlowRunCreatePayload struct {
 	ScheduledTime *time.Time     `json:"scheduled_time,omitempty"` // nil: when the job runs
 }
 
-// decodeFlowRunCreate is route 31: an optional JSON object of parameter
+// DecodeFlowRunCreate is route 31: an optional JSON object of parameter
 // overrides (absent, null and {} are the same).
-func decodeFlowRunCreate(params map[string]string, body []byte) (FlowRunCreatePayload, error) {
+func DecodeFlowRunCreate(params map[string]string, body []byte) (FlowRunCreatePayload, error) {
 	var p FlowRunCreatePayload
 	obj, err := validate.Dict(body, true)
 	if err != nil {
@@ -42,8 +41,8 @@ func decodeFlowRunCreate(params map[string]string, body []byte) (FlowRunCreatePa
 	return p, deploymentRef(params, &p)
 }
 
-// decodeFlowRunSchedule is route 32 (ScheduleFlowRunRequest).
-func decodeFlowRunSchedule(params map[string]string, body []byte) (FlowRunCreatePayload, error) {
+// DecodeFlowRunSchedule is route 32 (ScheduleFlowRunRequest).
+func DecodeFlowRunSchedule(params map[string]string, body []byte) (FlowRunCreatePayload, error) {
 	var p FlowRunCreatePayload
 	c, err := validate.Model(body)
 	if err != nil {
@@ -77,7 +76,7 @@ type FlowRunPayload struct {
 	FlowRunID string `json:"flow_run_id"`
 }
 
-func decodeFlowRunDelete(params map[string]string, _ []byte) (FlowRunPayload, error) {
+func DecodeFlowRunDelete(params map[string]string, _ []byte) (FlowRunPayload, error) {
 	id := params["flow_run_id"]
 	if !validate.UUIDPath(id) {
 		return FlowRunPayload{}, badRequest("%s", msgFlowRun(id))
@@ -93,7 +92,7 @@ type FlowRunRetryPayload struct {
 	Minutes   int64  `json:"minutes"`
 }
 
-func decodeFlowRunRetry(params map[string]string, body []byte) (FlowRunRetryPayload, error) {
+func DecodeFlowRunRetry(params map[string]string, body []byte) (FlowRunRetryPayload, error) {
 	var p FlowRunRetryPayload
 	c, err := validate.Model(body)
 	if err != nil {
@@ -119,7 +118,7 @@ type FlowRunCancelPayload struct {
 	Force     string `json:"force"` // Django sends str(bool); Prefect coerces it
 }
 
-func decodeFlowRunCancel(params map[string]string, body []byte) (FlowRunCancelPayload, error) {
+func DecodeFlowRunCancel(params map[string]string, body []byte) (FlowRunCancelPayload, error) {
 	var p FlowRunCancelPayload
 	c, err := validate.Model(body)
 	if err != nil {
@@ -143,10 +142,10 @@ func decodeFlowRunCancel(params map[string]string, body []byte) (FlowRunCancelPa
 
 // ---- run -------------------------------------------------------------------
 
-// runFlowRunCreate is routes 31 and 32: run_deployment(id, timeout=0). The
+// RunFlowRunCreate is routes 31 and 32: run_deployment(id, timeout=0). The
 // job id is Prefect's idempotency_key, so a retried job never starts a
 // second run: Prefect answers the first one again.
-func (s *Service) runFlowRunCreate(ctx context.Context, p FlowRunCreatePayload, jobID string) (any, error) {
+func (s *Service) RunFlowRunCreate(ctx context.Context, p FlowRunCreatePayload, j Job) (any, error) {
 	at := time.Now().UTC()
 	if p.ScheduledTime != nil {
 		at = p.ScheduledTime.UTC()
@@ -162,31 +161,31 @@ func (s *Service) runFlowRunCreate(ctx context.Context, p FlowRunCreatePayload, 
 		"tags":   []string{},
 		"labels": map[string]any{},
 	}
-	if jobID != "" {
-		body["idempotency_key"] = jobID
+	if j.Key != "" {
+		body["idempotency_key"] = j.Key
 	}
 	var run struct {
 		ID   string `json:"id"`
 		Name string `json:"name"`
 	}
 	path := "/deployments/" + p.DeploymentID + "/create_flow_run"
-	if err := s.prefect.Do(ctx, http.MethodPost, path, body, &run, jobID != ""); err != nil {
-		return nil, writeErr(err, msgFlowRunCreate)
+	if err := s.prefect.Do(ctx, http.MethodPost, path, body, &run, j.Key != ""); err != nil {
+		return nil, translate(err, failed(msgFlowRunCreate))
 	}
 	return map[string]string{"flow_run_id": run.ID, "name": run.Name}, nil
 }
 
-// runFlowRunDelete is route 23.
-func (s *Service) runFlowRunDelete(ctx context.Context, p FlowRunPayload, _ string) (any, error) {
-	if err := s.prefect.Do(ctx, http.MethodDelete, "/flow_runs/"+p.FlowRunID, nil, nil, false); err != nil && !goneOnRetry(ctx, err) {
-		return nil, writeErr(err, msgFlowRun(p.FlowRunID))
+// RunFlowRunDelete is route 23.
+func (s *Service) RunFlowRunDelete(ctx context.Context, p FlowRunPayload, j Job) (any, error) {
+	if err := s.prefect.Do(ctx, http.MethodDelete, "/flow_runs/"+p.FlowRunID, nil, nil, false); err != nil && !goneOnRetry(j, err) {
+		return nil, translate(err, failed(msgFlowRun(p.FlowRunID)))
 	}
 	return successBody(), nil
 }
 
-// runFlowRunRetry is route 24: force the run to AwaitingRetry; Prefect's
+// RunFlowRunRetry is route 24: force the run to AwaitingRetry; Prefect's
 // orchestration result is ignored, as in Python.
-func (s *Service) runFlowRunRetry(ctx context.Context, p FlowRunRetryPayload, _ string) (any, error) {
+func (s *Service) RunFlowRunRetry(ctx context.Context, p FlowRunRetryPayload, j Job) (any, error) {
 	at := time.Now().UTC().Add(time.Duration(p.Minutes) * time.Minute)
 	body := map[string]any{
 		"force": true,
@@ -199,23 +198,23 @@ func (s *Service) runFlowRunRetry(ctx context.Context, p FlowRunRetryPayload, _ 
 	}
 	err := s.prefect.Do(ctx, http.MethodPost, "/flow_runs/"+p.FlowRunID+"/set_state", body, nil, true)
 	if err != nil {
-		return nil, writeErr(err, msgFlowRun(p.FlowRunID))
+		return nil, translate(err, failed(msgFlowRun(p.FlowRunID)))
 	}
 	return successBody(), nil
 }
 
-// runFlowRunCancel is route 36: only a queued run (PENDING or SCHEDULED) is
+// RunFlowRunCancel is route 36: only a queued run (PENDING or SCHEDULED) is
 // cancelled, and the state is read first on every attempt, so a run that
 // has moved on — finished, above all — is never overwritten.
-func (s *Service) runFlowRunCancel(ctx context.Context, p FlowRunCancelPayload, _ string) (any, error) {
+func (s *Service) RunFlowRunCancel(ctx context.Context, p FlowRunCancelPayload, j Job) (any, error) {
 	var run struct {
 		StateType string `json:"state_type"`
 	}
 	path := "/flow_runs/" + p.FlowRunID
 	if err := s.prefect.Get(ctx, path, &run); err != nil {
-		return nil, writeErr(err, msgCancelQueued)
+		return nil, translate(err, failed(msgCancelQueued))
 	}
-	if run.StateType == "CANCELLING" && jobs.Attempt(ctx) > 1 {
+	if run.StateType == "CANCELLING" && j.Attempt > 1 {
 		// This job's earlier attempt set it and lost the answer.
 		return successBody(), nil
 	}
@@ -227,7 +226,7 @@ func (s *Service) runFlowRunCancel(ctx context.Context, p FlowRunCancelPayload, 
 		"force": p.Force,
 	}
 	if err := s.prefect.Do(ctx, http.MethodPost, path+"/set_state", body, nil, false); err != nil {
-		return nil, writeErr(err, msgCancelQueued)
+		return nil, translate(err, failed(msgCancelQueued))
 	}
 	return successBody(), nil
 }

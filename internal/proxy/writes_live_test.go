@@ -42,7 +42,7 @@ func liveService(t *testing.T) *Service {
 // SQLite answers 503 while another writer holds the lock.
 func runOp(t *testing.T, s *Service, name string, params map[string]string, body string, jobID string) (any, error) {
 	t.Helper()
-	o, ok := WriteOps()[name]
+	o, ok := writeOps()[name]
 	if !ok {
 		t.Fatalf("no op %s", name)
 	}
@@ -54,10 +54,11 @@ func runOp(t *testing.T, s *Service, name string, params map[string]string, body
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The shared Prefect's SQLite answers 503 when locked: retry as a job would.
 	var v any
 	err = retry.Do(context.Background(), 10, retry.Exponential{Base: 100 * time.Millisecond, Max: 2 * time.Second},
 		func(ctx context.Context) error {
-			v, err = o.Run(ctx, s, raw, jobID)
+			v, err = o.Run(ctx, s, raw, Job{Key: jobID})
 			if err != nil && !prefect.Retryable(err) {
 				return retry.Permanent(err)
 			}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
-	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect/prefecttest"
 )
@@ -49,7 +48,7 @@ type runCase struct {
 	params map[string]string
 	body   string
 	jobID  string
-	// attempt of the job (jobs.WithAttempt); 0: outside a job
+	// attempt of the job; 0: outside a job
 	attempt int
 	setup   func(f *prefecttest.Server)
 	// outcome: result JSON, or error status+detail, or a retryable error
@@ -72,17 +71,13 @@ func runCases(t *testing.T, cases []runCase) {
 			if tc.setup != nil {
 				tc.setup(f)
 			}
-			o := WriteOps()[tc.op]
+			o := writeOps()[tc.op]
 			p, err := o.Decode(tc.params, []byte(tc.body))
 			if err != nil {
 				t.Fatalf("decode: %v", err)
 			}
 			raw, _ := json.Marshal(p)
-			ctx := context.Background()
-			if tc.attempt > 0 {
-				ctx = jobs.WithAttempt(ctx, tc.attempt)
-			}
-			res, err := o.Run(ctx, s, raw, tc.jobID)
+			res, err := o.Run(context.Background(), s, raw, Job{Key: tc.jobID, Attempt: tc.attempt})
 			switch {
 			case tc.retryable:
 				if err == nil || !prefect.Retryable(err) {
@@ -352,10 +347,10 @@ func TestSecretNeverInErrors(t *testing.T) {
 	f, s := testService(t)
 	withBlockTypes(f)
 	f.JSON("POST /block_documents/", 422, map[string]any{"request_body": map[string]any{"data": map[string]string{"value": "hunter2"}}})
-	o := WriteOps()[OpSecretCreate]
+	o := writeOps()[OpSecretCreate]
 	p, _ := o.Decode(nil, []byte(`{"secret":"hunter2","blockName":"x"}`))
 	raw, _ := json.Marshal(p)
-	_, err := o.Run(context.Background(), s, raw, "j")
+	_, err := o.Run(context.Background(), s, raw, Job{Key: "j"})
 	if err == nil || strings.Contains(err.Error(), "hunter2") || strings.Contains(fmt.Sprint(apperr.From(err).Body()), "hunter2") {
 		t.Fatalf("error leaks the secret or is missing: %v", err)
 	}
@@ -417,7 +412,7 @@ func TestBlockTypeRegistration(t *testing.T) {
 	f.JSON("GET /block_types/slug/airbyte-server/block_documents/name/srv", 200, map[string]any{"id": "srv-1", "data": map[string]any{}})
 	f.JSON("POST /block_documents/", 201, map[string]string{"id": "conn-1"})
 
-	o := WriteOps()[OpAirbyteConnectionUpsert]
+	o := writeOps()[OpAirbyteConnectionUpsert]
 	p, _ := o.Decode(nil, []byte(`{"serverBlockName":"srv","connectionId":"ab3e4c1a-2b4d-4c6e-9f80-a1b2c3d4e5f6","connectionBlockName":"c"}`))
 	raw, _ := json.Marshal(p)
 	// Several jobs at once on a fresh Prefect: one registration of each.
@@ -426,7 +421,7 @@ func TestBlockTypeRegistration(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := o.Run(context.Background(), s, raw, "j"); err != nil {
+			if _, err := o.Run(context.Background(), s, raw, Job{Key: "j"}); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -459,7 +454,7 @@ func TestBlockTypeRegistration(t *testing.T) {
 	}
 	// Cached: another job makes no lookups.
 	before := len(f.Calls())
-	if _, err := o.Run(context.Background(), s, raw, "j"); err != nil {
+	if _, err := o.Run(context.Background(), s, raw, Job{Key: "j"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := len(f.Calls()) - before; got != 2 { // load server block, POST document
@@ -924,21 +919,12 @@ func TestRunTransportErrorIsRetryable(t *testing.T) {
 	t.Parallel()
 	f, s := testService(t)
 	f.Close() // Prefect unreachable
-	o := WriteOps()[OpFlowRunDelete]
+	o := writeOps()[OpFlowRunDelete]
 	raw, _ := json.Marshal(FlowRunPayload{FlowRunID: runID})
-	_, err := o.Run(context.Background(), s, raw, "j")
+	_, err := o.Run(context.Background(), s, raw, Job{Key: "j"})
 	var te *prefect.TransportError
 	if !errors.As(err, &te) || !prefect.Retryable(err) {
 		t.Fatalf("want a retryable transport error, got %v", err)
-	}
-}
-
-func TestRunBadPayloadIsNotRetryable(t *testing.T) {
-	t.Parallel()
-	_, s := testService(t)
-	_, err := WriteOps()[OpFlowRunDelete].Run(context.Background(), s, json.RawMessage(`[1]`), "j")
-	if err == nil || prefect.Retryable(err) || apperr.CodeOf(err) != apperr.Internal {
-		t.Fatalf("got %v", err)
 	}
 }
 

@@ -77,8 +77,7 @@ func (r *benchRig) startWorker(b *testing.B) {
 	w := relay.NewWorker(r.cfg, r.rdb, nil, r.log, nil)
 	mux := asynq.NewServeMux()
 	mux.Handle(relay.TaskType, w.Handler)
-	opt, _ := jobs.RedisOpt(r.cfg.RedisURL)
-	srv := jobs.NewServer(opt, jobs.ServerConfig{Concurrency: r.cfg.WorkerConcurrency, Log: r.log, RetryDelay: w.RetryDelay})
+	srv := jobs.NewServer(r.rdb, jobs.ServerConfig{Concurrency: r.cfg.WorkerConcurrency, Log: r.log, RetryDelay: w.RetryDelay})
 	if err := srv.Start(mux); err != nil {
 		b.Fatal(err)
 	}

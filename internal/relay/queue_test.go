@@ -19,7 +19,7 @@ func TestQueueRetriesThenArchives(t *testing.T) {
 	schedule := []time.Duration{50 * time.Millisecond}
 	mux := asynq.NewServeMux()
 	mux.Handle(TaskType, r.h)
-	srv := jobs.NewServer(asynq.RedisClientOpt{Addr: r.mr.Addr()}, jobs.ServerConfig{
+	srv := jobs.NewServer(r.rdb, jobs.ServerConfig{
 		Concurrency: 4, Log: r.h.Log, ShutdownTimeout: time.Second,
 		RetryDelay: func(n int, err error, _ *asynq.Task) time.Duration { return RetryDelay(schedule, n, err) },
 	})

@@ -13,13 +13,19 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/retry"
 )
 
+// Names of what Setup creates, unless told otherwise.
+const (
+	DefaultBlockName      = "dalgo-relay"
+	DefaultAutomationName = "dalgo-relay: flow run states"
+)
+
 // SetupOptions says what the setup command installs in Prefect.
 type SetupOptions struct {
 	URL            string   // the relay's public URL, e.g. https://proxy.example.org/webhooks/v1/notification/
 	Key            string   // RELAY_INBOUND_KEY, sent by Prefect in X-Notification-Key
 	States         []string // RELAY_STATES: one trigger event per state name
-	BlockName      string   // Webhook block document name (default dalgo-relay)
-	AutomationName string   // default "dalgo-relay: flow run states"
+	BlockName      string   // Webhook block document name; "": DefaultBlockName
+	AutomationName string   // "": DefaultAutomationName
 	// Tags, when set, limit the automation to runs carrying one of these
 	// Prefect tags (as Prefect 2's notification policies could); empty: all runs.
 	Tags []string
@@ -55,10 +61,10 @@ const PayloadTemplate = `{"flow_run_id": "{{ flow_run.id }}", "flow_run_name": {
 // automation that point Prefect at the relay. Running it twice changes nothing.
 func Setup(ctx context.Context, pc *prefect.Client, o SetupOptions) (SetupResult, error) {
 	if o.BlockName == "" {
-		o.BlockName = "dalgo-relay"
+		o.BlockName = DefaultBlockName
 	}
 	if o.AutomationName == "" {
-		o.AutomationName = "dalgo-relay: flow run states"
+		o.AutomationName = DefaultAutomationName
 	}
 	if o.URL == "" || o.Key == "" || len(o.States) == 0 {
 		return SetupResult{}, fmt.Errorf("relay setup: the relay URL, the key and at least one state are required")

@@ -18,21 +18,20 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
-	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
 )
 
 // Deps are the worker's collaborators.
 type Deps struct {
-	Config   config.Config
-	Log      *logrus.Logger
-	Redis    asynq.RedisConnOpt
+	Config config.Config
+	Log    *logrus.Logger
+	// Redis is the process's one Redis client, shared with the asynq
+	// server; the caller closes it after Shutdown.
+	Redis    redis.UniversalClient
 	Prefect  *prefect.Client
 	Registry *prometheus.Registry
-	// Proxy runs the write operations; Ops defaults to WriteOps(Proxy).
-	Proxy *proxy.Service
-	// Ops are the write operations to execute (tests set their own).
-	Ops []jobs.Op
+	// Ops are the write operations to execute.
+	Ops *jobs.Registry
 	// ShutdownTimeout bounds how long in-flight jobs may finish on SIGTERM
 	// before they go back to the queue; default 20 s.
 	ShutdownTimeout time.Duration
@@ -62,7 +61,7 @@ type Worker struct {
 func New(d Deps) (*Worker, error) {
 	w := &Worker{
 		d:      d,
-		rdb:    d.Redis.MakeRedisClient().(redis.UniversalClient),
+		rdb:    d.Redis,
 		mux:    asynq.NewServeMux(),
 		closed: make(chan struct{}),
 		delays: map[string]asynq.RetryDelayFunc{},
@@ -84,20 +83,15 @@ func New(d Deps) (*Worker, error) {
 	runner, err := jobs.NewRunner(jobs.RunnerConfig{
 		Key:      d.Config.JobEncryptionKey,
 		Redis:    w.rdb,
-		Failure:  proxy.UpstreamErr,
 		Log:      d.Log.WithField("component", "jobs"),
 		Registry: d.Registry,
 	})
 	if err != nil {
-		_ = w.rdb.Close()
 		return nil, err
 	}
 	w.sweeper = jobs.NewSweeper(jobs.SweeperConfig{Redis: w.rdb, Log: d.Log.WithField("component", "jobs"), Registry: d.Registry})
-	if d.Ops == nil && d.Proxy != nil {
-		d.Ops = WriteOps(d.Proxy)
-	}
-	for _, op := range d.Ops {
-		w.Handle(op.Name, runner.Handler(op), jobs.RetryDelay)
+	if d.Ops != nil {
+		runner.Mount(d.Ops, w.Handle)
 	}
 	// Relay: deliveries to Django on RELAY_RETRY_SCHEDULE, and the reconciler,
 	// only once the relay is turned on (PREFECT_NOTIFICATIONS_WEBHOOK_KEY).
@@ -141,7 +135,8 @@ func (w *Worker) Start() error {
 }
 
 // Shutdown stops fetching, waits for in-flight jobs (bounded by the server's
-// ShutdownTimeout) and hands unfinished ones back to the queue.
+// ShutdownTimeout) and hands unfinished ones back to the queue. The Redis
+// client stays open (the caller's).
 func (w *Worker) Shutdown() {
 	if w.stopSweeper != nil {
 		w.stopSweeper()
@@ -149,7 +144,6 @@ func (w *Worker) Shutdown() {
 	}
 	w.relay.Stop()
 	w.srv.Shutdown()
-	_ = w.rdb.Close()
 }
 
 // Ready reports whether Redis answers.

@@ -3,7 +3,6 @@ package worker
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http/httptest"
 	"strings"
@@ -21,13 +20,13 @@ import (
 )
 
 type rig struct {
-	opt    asynq.RedisConnOpt
+	rdb    redis.UniversalClient
 	client *jobs.Client
 	cfg    config.Config
 	log    *logrus.Logger
 }
 
-func newRig(t *testing.T, ops ...jobs.Op) *rig {
+func newRig(t *testing.T, ops ...jobs.Op[any]) *rig {
 	t.Helper()
 	mr := miniredis.RunT(t)
 	opt, err := jobs.RedisOpt("redis://" + mr.Addr())
@@ -39,21 +38,21 @@ func newRig(t *testing.T, ops ...jobs.Op) *rig {
 	rdb := opt.MakeRedisClient().(redis.UniversalClient)
 	t.Cleanup(func() { _ = rdb.Close() })
 	cfg := config.Config{WorkerConcurrency: 2, JobEncryptionKey: bytes.Repeat([]byte{3}, 32), JobMaxAttempts: 3}
-	c, err := jobs.NewClient(context.Background(), rdb, jobs.ClientConfig{Key: cfg.JobEncryptionKey, Ops: ops,
+	c, err := jobs.NewClient(context.Background(), rdb, jobs.ClientConfig{Key: cfg.JobEncryptionKey, Ops: registry(ops...),
 		MaxAttempts: 3, Retention: time.Hour, PollInterval: 100 * time.Millisecond, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	return &rig{opt: opt, client: c, cfg: cfg, log: log}
+	return &rig{rdb: rdb, client: c, cfg: cfg, log: log}
 }
 
-func (r *rig) worker(t *testing.T, shutdown time.Duration, reg *prometheus.Registry, ops ...jobs.Op) *Worker {
+func (r *rig) worker(t *testing.T, shutdown time.Duration, reg *prometheus.Registry, ops ...jobs.Op[any]) *Worker {
 	t.Helper()
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	w, err := New(Deps{Config: r.cfg, Log: r.log, Redis: r.opt, Registry: reg, Ops: ops, ShutdownTimeout: shutdown})
+	w, err := New(Deps{Config: r.cfg, Log: r.log, Redis: r.rdb, Registry: reg, Ops: registry(ops...), ShutdownTimeout: shutdown})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,9 +77,17 @@ func (r *rig) waitState(t *testing.T, id string, want jobs.State) *jobs.Job {
 	}
 }
 
-func slowOp(name string, d time.Duration, started chan<- struct{}) jobs.Op {
-	return jobs.Op{Name: name, Queue: jobs.QueueDefault,
-		Run: func(ctx context.Context, _ json.RawMessage, _ string) (any, error) {
+func registry(ops ...jobs.Op[any]) *jobs.Registry {
+	reg := jobs.NewRegistry()
+	for _, op := range ops {
+		jobs.Register(reg, op)
+	}
+	return reg
+}
+
+func slowOp(name string, d time.Duration, started chan<- struct{}) jobs.Op[any] {
+	return jobs.Op[any]{Kind: name, Queue: jobs.QueueDefault,
+		Work: func(ctx context.Context, _ any, _ jobs.Run) (any, error) {
 			if started != nil {
 				started <- struct{}{}
 			}
@@ -99,7 +106,7 @@ func TestShutdownLetsAnInFlightJobFinish(t *testing.T) {
 	op := slowOp("t:short", 300*time.Millisecond, started)
 	r := newRig(t, op)
 	w := r.worker(t, 5*time.Second, nil, op)
-	e, err := r.client.Enqueue(context.Background(), op, nil, jobs.EnqueueOptions{})
+	e, err := jobs.Enqueue[any](context.Background(), r.client, op, nil, jobs.EnqueueOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +124,7 @@ func TestShutdownHandsAnUnfinishedJobToAnotherWorker(t *testing.T) {
 	stuck := slowOp("t:long", time.Hour, started)
 	r := newRig(t, stuck)
 	w1 := r.worker(t, 200*time.Millisecond, nil, stuck)
-	e, err := r.client.Enqueue(context.Background(), stuck, nil, jobs.EnqueueOptions{})
+	e, err := jobs.Enqueue[any](context.Background(), r.client, stuck, nil, jobs.EnqueueOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
