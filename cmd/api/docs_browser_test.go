@@ -63,6 +63,7 @@ func TestDocsRenderOfflineInChromium(t *testing.T) {
 		"/proxy/deployments/{deployment_id}/flow_run",
 		"/webhooks/v1/notification/",
 		"/jobs/{id}",
+		"Run a deployment now", // an operation's summary
 		"opblock-summary",
 	} {
 		if !strings.Contains(dom, want) {
