@@ -343,7 +343,7 @@ func TestOpenAPIDescribesGuardsAndOperations(t *testing.T) {
 			}
 			concrete := regexp.MustCompile(`\{[^}]+\}`).ReplaceAllString(path, "00000000-0000-4000-8000-000000000001")
 			t.Run(method+" "+path, func(t *testing.T) {
-					req := httptest.NewRequest(method, concrete, strings.NewReader(`{}`))
+				req := httptest.NewRequest(method, concrete, strings.NewReader(`{}`))
 				req.Header.Set("Content-Type", "application/json")
 				rec := httptest.NewRecorder()
 				api.ServeHTTP(rec, req)
