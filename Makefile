@@ -33,8 +33,7 @@ prefect-venv: deps
 # --version of the binaries: set here, else Go's own VCS stamp is used.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
-LDFLAGS := -X github.com/DalgoT4D/prefect-proxy-go/internal/cli.version=$(VERSION) \
-	-X github.com/DalgoT4D/prefect-proxy-go/internal/cli.commit=$(COMMIT)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/api ./cmd/worker ./cmd/relay-setup

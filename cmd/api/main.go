@@ -33,11 +33,17 @@ func main() {
 	cli.Exit(err, os.Stderr)
 }
 
+// Set at build time: -ldflags "-X main.version=... -X main.commit=..."
+// (make build, the Dockerfile); --version falls back to Go's VCS stamp.
+var version, commit string
+
 var command = cli.Command{
 	Name:     "api",
 	Synopsis: "the Django-facing HTTP API of prefect-proxy (with REDIS_URL unset, also an embedded Redis and an in-process worker)",
 	Usage:    "api [flags]          serve HTTP on LISTEN_ADDR\n  api healthcheck      exit 0 if the api on LISTEN_ADDR answers GET /livez with 200, else 1",
 	Program:  config.API,
+	Version:  version,
+	Commit:   commit,
 }
 
 // run serves until ctx ends, or runs the command in args. Errors carry their

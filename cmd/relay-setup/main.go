@@ -41,6 +41,10 @@ func main() {
 	cli.Exit(err, os.Stderr)
 }
 
+// Set at build time: -ldflags "-X main.version=... -X main.commit=..."
+// (make build, the Dockerfile); --version falls back to Go's VCS stamp.
+var version, commit string
+
 // run installs or updates the relay's block and automation in Prefect and
 // prints what it did as JSON. Errors carry their exit status
 // (cli.ExitError); --help and --version return nil.
@@ -52,6 +56,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Synopsis: "points Prefect at the relay: creates or updates the Webhook block and the automation that POST every RELAY_STATES state change to it (idempotent)",
 		Usage:    "relay-setup [flags]   e.g. relay-setup -url https://proxy.example.org/webhooks/v1/notification/",
 		Program:  config.RelaySetup,
+		Version:  version,
+		Commit:   commit,
 		Flags: func(fs *flag.FlagSet) {
 			publicURL = fs.String("url", env("RELAY_PUBLIC_URL"), "the relay's URL as Prefect reaches it, e.g. https://proxy.example.org/webhooks/v1/notification/ (env RELAY_PUBLIC_URL)")
 			blockName = fs.String("block-name", relay.DefaultBlockName, "name of the Webhook block document")

@@ -34,11 +34,17 @@ func main() {
 	cli.Exit(err, os.Stderr)
 }
 
+// Set at build time: -ldflags "-X main.version=... -X main.commit=..."
+// (make build, the Dockerfile); --version falls back to Go's VCS stamp.
+var version, commit string
+
 var command = cli.Command{
 	Name:     "worker",
 	Synopsis: "runs prefect-proxy's write jobs and relay deliveries from Redis; start as many as needed",
 	Usage:    "worker [flags]          work, with an ops port (/livez, /readyz, /metrics) on WORKER_LISTEN_ADDR\n  worker healthcheck      exit 0 if the worker on WORKER_LISTEN_ADDR answers GET /livez with 200, else 1",
 	Program:  config.Worker,
+	Version:  version,
+	Commit:   commit,
 }
 
 // run works until ctx ends, or runs the command in args. Errors carry their

@@ -62,22 +62,13 @@ func Code(err error, stderr io.Writer) int {
 	return 1
 }
 
-// These are set at build time:
-//
-//	go build -ldflags "-X github.com/DalgoT4D/prefect-proxy-go/internal/cli.version=v1.2.3 -X github.com/DalgoT4D/prefect-proxy-go/internal/cli.commit=abc123"
-//
-// Unset, Version falls back to what the Go toolchain recorded in the binary.
-var (
-	version string
-	commit  string
-)
-
-// Version is the binary's version and commit: from -ldflags -X when the
-// build set them, else from the module and VCS information Go embeds
-// (go build in a git checkout records the revision; "-dirty" marks local
-// changes), else "devel" / "unknown".
-func Version() (ver, rev string) {
-	return versionFrom(version, commit, debug.ReadBuildInfo)
+// Version is the binary's version and commit: ver and rev as the build set
+// them in package main (-ldflags "-X main.version=v1.2.3 -X main.commit=abc"),
+// else from the module and VCS information Go embeds (go build in a git
+// checkout records the revision; "-dirty" marks local changes), else
+// "devel" / "unknown".
+func Version(ver, rev string) (string, string) {
+	return versionFrom(ver, rev, debug.ReadBuildInfo)
 }
 
 func versionFrom(ver, rev string, read func() (*debug.BuildInfo, bool)) (string, string) {
@@ -119,6 +110,9 @@ type Command struct {
 	Synopsis string // one line: what it does
 	Usage    string // the usage lines after "Usage:", e.g. "api [flags]\n  api healthcheck"
 	Program  config.Program
+	// Version and Commit are what the build stamped into package main
+	// (empty when it did not); see Version.
+	Version, Commit string
 	// Flags adds the command's own flags; may be nil.
 	Flags func(*flag.FlagSet)
 }
@@ -149,7 +143,7 @@ func Parse(cmd Command, args []string, stdout, stderr io.Writer) ([]string, erro
 		fmt.Fprintf(stderr, "Usage:\n  %s\nRun '%s --help' for the flags and environment variables.\n", cmd.Usage, cmd.Name)
 		return nil, &ExitError{Code: 2}
 	case *showVersion:
-		ver, rev := Version()
+		ver, rev := Version(cmd.Version, cmd.Commit)
 		fmt.Fprintf(stdout, "%s %s (commit %s)\n", cmd.Name, ver, rev)
 		return nil, ErrDone
 	}

@@ -51,19 +51,15 @@ var (
 	specMu sync.Mutex
 )
 
-// specMaxBody is the largest answer whose body is validated.
-const specMaxBody = 16 << 10
-
 // specRoute finds the operation of req. Both slash forms of every path are
 // served, so a path the document writes with a trailing slash matches
 // without one and the other way round. A request the document has no
 // operation for is an error, unless the router answered it 404 or 405 (its
-// own answers to paths and methods it does not serve).
-func specRoute(t *testing.T, req *http.Request, status int) (*routers.Route, map[string]string) {
-	t.Helper()
+// own answers to paths and methods it does not serve): then route is nil.
+func specRoute(req *http.Request, status int) (*routers.Route, map[string]string, error) {
 	router, err := loadSpec()
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	try := func(path string) (*routers.Route, map[string]string, error) {
 		r := req.Clone(context.Background())
@@ -72,7 +68,7 @@ func specRoute(t *testing.T, req *http.Request, status int) (*routers.Route, map
 	}
 	p := req.URL.Path
 	if strings.HasPrefix(p, "/monitoring/") && p != "/monitoring/" {
-		return nil, nil // asynqmon's own pages and API, documented as GET /monitoring/
+		return nil, nil, nil // asynqmon's own pages and API, documented as GET /monitoring/
 	}
 	route, params, err := try(p)
 	if err != nil {
@@ -84,11 +80,11 @@ func specRoute(t *testing.T, req *http.Request, status int) (*routers.Route, map
 	}
 	if err != nil {
 		if status != http.StatusNotFound && status != http.StatusMethodNotAllowed {
-			t.Errorf("%s %s answered %d but is not in openapi.json: %v", req.Method, p, status, err)
+			return nil, nil, fmt.Errorf("%s %s answered %d but is not in openapi.json: %v", req.Method, p, status, err)
 		}
-		return nil, nil
+		return nil, nil, nil
 	}
-	return route, params
+	return route, params, nil
 }
 
 // specInput is the kin-openapi view of one request; the body is re-readable.
@@ -100,11 +96,10 @@ func specInput(req *http.Request, body []byte, route *routers.Route, params map[
 }
 
 // validateRequest reports how req differs from what the document accepts.
-func validateRequest(t *testing.T, req *http.Request, body []byte) error {
-	t.Helper()
-	route, params := specRoute(t, req, 0)
+func validateRequest(req *http.Request, body []byte) error {
+	route, params, err := specRoute(req, 0)
 	if route == nil {
-		return nil
+		return err
 	}
 	in := specInput(req, body, route, params)
 	// OpenAPI has no way to describe a body sent without a media type
@@ -117,11 +112,16 @@ func validateRequest(t *testing.T, req *http.Request, body []byte) error {
 
 // validateResponse reports how an answer to req differs from the document:
 // an undocumented status, another content type, or a body outside its schema.
-func validateResponse(t *testing.T, req *http.Request, reqBody []byte, status int, header http.Header, body []byte) error {
-	t.Helper()
-	route, params := specRoute(t, req, status)
+func validateResponse(req *http.Request, reqBody []byte, status int, header http.Header, body []byte) error {
+	return validateResponseBody(req, reqBody, status, header, body, true)
+}
+
+// validateResponseBody is validateResponse; without withBody, only the
+// status and the content type are checked.
+func validateResponseBody(req *http.Request, reqBody []byte, status int, header http.Header, body []byte, withBody bool) error {
+	route, params, err := specRoute(req, status)
 	if route == nil {
-		return nil
+		return err
 	}
 	in := specInput(req, reqBody, route, params)
 	specMu.Lock()
@@ -129,52 +129,17 @@ func validateResponse(t *testing.T, req *http.Request, reqBody []byte, status in
 	return openapi3filter.ValidateResponse(context.Background(), &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: in, Status: status, Header: header, Body: io.NopCloser(bytes.NewReader(body)),
 		Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true,
-			// The paging tests' answers (hundreds of runs) have the shape
-			// of the small ones; validating them under -race on a busy
-			// machine costs seconds and starves the tests' own timeouts.
-			ExcludeResponseBody: len(body) > specMaxBody},
+			ExcludeResponseBody: !withBody},
 	})
 }
 
 // specChecked wraps the api's handler so that every answer a test gets is
 // also checked against /openapi.json: the document then describes what the
 // routes really answer in every case the tests exercise, not only the cases
-// written for it. The exchanges are checked when the test ends, so the check
-// adds nothing to the latency the timing tests measure.
+// written for it. The exchanges are only recorded here; TestMain checks them
+// once every test has ended, so the checking takes no CPU from the tests
+// that measure time.
 func specChecked(t *testing.T, h http.Handler) http.Handler {
-	type exchange struct {
-		req     *http.Request
-		reqBody []byte
-		status  int
-		header  http.Header
-		body    []byte
-	}
-	var (
-		mu   sync.Mutex
-		seen []exchange
-	)
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, x := range seen {
-			if !specBudget.take(t, x.req, x.status) {
-				continue
-			}
-			// A request the route accepted must be one the document accepts.
-			if x.status < 300 {
-				if err := validateRequest(t, x.req, x.reqBody); err != nil {
-					t.Errorf("openapi.json rejects %s %s %.300s, which the route answered %d:\n%v",
-						x.req.Method, x.req.URL, x.reqBody, x.status, err)
-				}
-			}
-			if err := validateResponse(t, x.req, x.reqBody, x.status, x.header, x.body); err == nil {
-				specSeen.add(t, x.req, x.status)
-			} else {
-				t.Errorf("openapi.json does not describe the answer to %s %s (%d %.300s):\n%v",
-					x.req.Method, x.req.URL, x.status, x.body, err)
-			}
-		}
-	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var reqBody []byte
 		if r.Body != nil {
@@ -184,9 +149,8 @@ func specChecked(t *testing.T, h http.Handler) http.Handler {
 		orig := r.Clone(context.Background())
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, r)
-		mu.Lock()
-		seen = append(seen, exchange{orig, reqBody, rec.Code, rec.Header().Clone(), rec.Body.Bytes()})
-		mu.Unlock()
+		specLog.add(exchange{test: t.Name(), req: orig, reqBody: reqBody, status: rec.Code,
+			header: rec.Header().Clone(), body: rec.Body.Bytes()})
 		for k, v := range rec.Header() {
 			w.Header()[k] = v
 		}
@@ -195,30 +159,89 @@ func specChecked(t *testing.T, h http.Handler) http.Handler {
 	})
 }
 
-// specBudget bounds the work: kin-openapi compiles a JSON Schema for each
-// validation, and the package's tests get thousands of answers (pages of
-// hundreds of runs, retries, timeouts). The first specPerStatus answers of
-// each operation and status, across the package, are validated.
-var specBudget = &budget{n: map[string]int{}}
-
-const specPerStatus = 4
-
-type budget struct {
-	mu sync.Mutex
-	n  map[string]int
+// exchange is one request a test sent through specChecked and its answer.
+type exchange struct {
+	test    string
+	req     *http.Request
+	reqBody []byte
+	status  int
+	header  http.Header
+	body    []byte
+	bigBody bool // body over specMaxBody, not kept
+	op      string
 }
 
-func (b *budget) take(t *testing.T, req *http.Request, status int) bool {
-	route, _ := specRoute(t, req, status)
-	key := fmt.Sprintf("%s %s %d", req.Method, req.URL.Path, status)
-	if route != nil && route.Operation != nil {
-		key = fmt.Sprintf("%s %d", route.Operation.OperationID, status)
+// specLog holds the package's exchanges until TestMain checks them.
+var specLog = &exchanges{taken: map[string]int{}}
+
+type exchanges struct {
+	mu    sync.Mutex
+	list  []exchange
+	taken map[string]int // operationId and status -> exchanges kept
+}
+
+// add keeps x for check. kin-openapi compiles a JSON Schema for each
+// validation and the tests get thousands of answers (pages of hundreds of
+// runs, retries, timeouts): the first specPerStatus answers of each
+// operation and status are kept, and a body over specMaxBody is checked for
+// status and content type only (the paging tests' long answers have the
+// small ones' shape). Holding less also keeps the heap, which -race makes
+// costly to collect, small while the tests run.
+func (e *exchanges) add(x exchange) {
+	route, _, err := specRoute(x.req, x.status)
+	if route == nil && err == nil {
+		return // not ours to check (asynqmon's pages, the router's 404/405)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.n[key]++
-	return b.n[key] <= specPerStatus
+	if route != nil {
+		x.op = route.Operation.OperationID
+	}
+	if len(x.body) > specMaxBody {
+		x.body, x.bigBody = nil, true
+	} else {
+		x.body = bytes.Clone(x.body)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	key := fmt.Sprintf("%s %d", x.op, x.status)
+	if e.taken[key]++; err == nil && e.taken[key] > specPerStatus {
+		return
+	}
+	e.list = append(e.list, x)
 }
+
+// check validates the kept exchanges against the document and returns what
+// differs.
+func (e *exchanges) check() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var fails []string
+	for _, x := range e.list {
+		if _, _, err := specRoute(x.req, x.status); err != nil {
+			fails = append(fails, x.test+": "+err.Error())
+			continue
+		}
+		// A request the route accepted must be one the document accepts.
+		if x.status < 300 {
+			if err := validateRequest(x.req, x.reqBody); err != nil {
+				fails = append(fails, fmt.Sprintf("%s: openapi.json rejects %s %s %.300s, which the route answered %d:\n%v",
+					x.test, x.req.Method, x.req.URL, x.reqBody, x.status, err))
+			}
+		}
+		if err := validateResponseBody(x.req, x.reqBody, x.status, x.header, x.body, !x.bigBody); err != nil {
+			fails = append(fails, fmt.Sprintf("%s: openapi.json does not describe the answer to %s %s (%d %.300s):\n%v",
+				x.test, x.req.Method, x.req.URL, x.status, x.body, err))
+			continue
+		}
+		specSeen.add(x.op, x.status)
+	}
+	e.list = nil
+	return fails
+}
+
+const (
+	specPerStatus = 4
+	specMaxBody   = 16 << 10
+)
 
 // specSeen records which operations the package's tests saw answer, and
 // with which statuses, so that TestMain can tell which documented operations
@@ -230,14 +253,9 @@ type seenOps struct {
 	m  map[string]map[int]bool // operationId -> statuses
 }
 
-func (s *seenOps) add(t *testing.T, req *http.Request, status int) {
-	route, _ := specRoute(t, req, status)
-	if route == nil || route.Operation == nil {
-		return
-	}
+func (s *seenOps) add(id string, status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	id := route.Operation.OperationID
 	if s.m[id] == nil {
 		s.m[id] = map[int]bool{}
 	}
@@ -286,7 +304,6 @@ func hasResponse(op *openapi3.Operation, class string) bool {
 
 // The checker is live: answers that differ from the document are caught.
 func TestSpecCheckRejectsWhatTheDocumentDoesNotSay(t *testing.T) {
-	t.Parallel()
 	json := http.Header{"Content-Type": {"application/json"}}
 	tests := []struct {
 		name, method, path string
@@ -302,16 +319,15 @@ func TestSpecCheckRejectsWhatTheDocumentDoesNotSay(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
 			req := httptest.NewRequest(tc.method, tc.path, nil)
-			if err := validateResponse(t, req, nil, tc.status, tc.header, []byte(tc.body)); err == nil {
+			if err := validateResponse(req, nil, tc.status, tc.header, []byte(tc.body)); err == nil {
 				t.Fatalf("%d %s was accepted", tc.status, tc.body)
 			}
 		})
 	}
 	req := httptest.NewRequest("POST", "/proxy/deployments/filter", nil)
 	req.Header.Set("Content-Type", "application/json")
-	if err := validateRequest(t, req, []byte(`{"deployment_ids": []}`)); err == nil {
+	if err := validateRequest(req, []byte(`{"deployment_ids": []}`)); err == nil {
 		t.Fatal("a request without the required org_slug was accepted")
 	}
 }
@@ -319,7 +335,8 @@ func TestSpecCheckRejectsWhatTheDocumentDoesNotSay(t *testing.T) {
 // Every guarded operation answers 401 without credentials, in the
 // documented shape; the operations routes answer as documented.
 func TestOpenAPIDescribesGuardsAndOperations(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it runs before the parallel tests, whose fake Prefect
+	// timeouts a burst of requests on a busy machine would eat into.
 	loader := openapi3.NewLoader()
 	doc, err := loader.LoadFromData(openAPIDoc)
 	if err != nil {
@@ -343,7 +360,6 @@ func TestOpenAPIDescribesGuardsAndOperations(t *testing.T) {
 			}
 			concrete := regexp.MustCompile(`\{[^}]+\}`).ReplaceAllString(path, "00000000-0000-4000-8000-000000000001")
 			t.Run(method+" "+path, func(t *testing.T) {
-				t.Parallel()
 				req := httptest.NewRequest(method, concrete, strings.NewReader(`{}`))
 				req.Header.Set("Content-Type", "application/json")
 				rec := httptest.NewRecorder()
@@ -377,7 +393,6 @@ func TestOpenAPIDescribesGuardsAndOperations(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
 			rec := httptest.NewRecorder()
 			tc.h.ServeHTTP(rec, httptest.NewRequest("GET", tc.path, nil))
 			if rec.Code != tc.status {
