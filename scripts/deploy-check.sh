@@ -35,5 +35,6 @@ echo "deploy-check: docker-compose.yml resolves (docker-compose $(docker-compose
 out="$(gofmt -l deploy)"
 if [ -n "$out" ]; then echo "gofmt: these files need formatting:"; echo "$out"; exit 1; fi
 cd deploy
+$GO mod tidy -diff || { echo "deploy-check: deploy/go.mod is not tidy (cd deploy && go mod tidy)" >&2; exit 1; }
 $GO vet ./...
 $GO test -race -count=1 ./...
