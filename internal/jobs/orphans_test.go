@@ -64,7 +64,7 @@ func newOrphanRig(t *testing.T, maxRetry int) *orphanRig {
 	// What asynq's dequeue script does; the worker then dies before its
 	// heartbeat lists the task.
 	ctx := context.Background()
-	if err := rdb.RPopLPush(ctx, asynqQueueKey(orphanQueue, "pending"), asynqQueueKey(orphanQueue, "active")).Err(); err != nil {
+	if err := rdb.LMove(ctx, asynqQueueKey(orphanQueue, "pending"), asynqQueueKey(orphanQueue, "active"), "RIGHT", "LEFT").Err(); err != nil {
 		t.Fatal(err)
 	}
 	rdb.HSet(ctx, asynqQueueKey(orphanQueue, "t:"+r.id), "state", "active")
