@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -30,6 +31,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/httpapi"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/logging"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/obs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
@@ -111,6 +113,9 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 		Timeout:    cfg.PrefectTimeout,
 		AuthString: cfg.PrefectAuthString,
 		APIKey:     cfg.PrefectAPIKey,
+		Instrument: func(rt http.RoundTripper) http.RoundTripper {
+			return obs.NewUpstream(reg).Transport(rt, "prefect", obs.PrefectRoute)
+		},
 	})
 	svc := proxy.New(pc, log)
 	svc.DefaultWorkPool, svc.DefaultWorkQueue = cfg.DefaultWorkPool, cfg.DefaultWorkQueue
@@ -140,6 +145,10 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 		mon = m
 	}
 
+	// asynq's queue sizes and latency, and the relay backlog, read at scrape time.
+	if err := obs.RegisterQueueMetrics(reg, asynq.NewInspectorFromRedisClient(rdb)); err != nil {
+		return err
+	}
 	relayAPI := relay.NewAPI(cfg, rdb, log.WithField("component", "relay"), reg)
 	if repl != nil {
 		// The ingress's 202 is an acknowledgement to Prefect: make it survive a failover.
@@ -153,6 +162,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 		Jobs:       jc,
 		Monitoring: mon,
 		Relay:      relayAPI,
+		Checks:     obs.Checks(cfg, rdb, pc),
 		Ready: func(c *gin.Context) error {
 			ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 			defer cancel()

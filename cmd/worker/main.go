@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/httpapi"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/logging"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/obs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
@@ -84,6 +86,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Timeout:    cfg.PrefectTimeout,
 		AuthString: cfg.PrefectAuthString,
 		APIKey:     cfg.PrefectAPIKey,
+		Instrument: func(rt http.RoundTripper) http.RoundTripper {
+			return obs.NewUpstream(reg).Transport(rt, "prefect", obs.PrefectRoute)
+		},
 	})
 	svc := proxy.New(pc, log)
 	svc.DefaultWorkPool, svc.DefaultWorkQueue = cfg.DefaultWorkPool, cfg.DefaultWorkQueue

@@ -17,6 +17,7 @@ import (
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/obs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
@@ -154,15 +155,8 @@ func (w *Worker) OpsHandler() http.Handler {
 		rw.Header().Set("Content-Type", "application/json")
 		_, _ = rw.Write([]byte(`{"status":"ok"}`))
 	})
-	m.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
-		rw.Header().Set("Content-Type", "application/json")
-		if err := w.Ready(r.Context()); err != nil {
-			rw.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = fmt.Fprintf(rw, `{"detail":"redis not reachable"}`)
-			return
-		}
-		_, _ = rw.Write([]byte(`{"status":"ok"}`))
-	})
-	m.Handle("GET /metrics", promhttp.HandlerFor(w.d.Registry, promhttp.HandlerOpts{}))
+	// Redis decides readiness; ?verbose also reports Prefect and Django.
+	m.Handle("GET /readyz", obs.ReadyHandler(obs.Checks(w.d.Config, w.rdb, w.d.Prefect)))
+	m.Handle("GET /metrics", obs.RequireToken(w.d.Config.MetricsToken, promhttp.HandlerFor(w.d.Registry, promhttp.HandlerOpts{})))
 	return m
 }
