@@ -2,7 +2,7 @@ package obs
 
 import (
 	"encoding/json"
-	"errors"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -81,10 +81,16 @@ func (b *RelayBacklog) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (b *RelayBacklog) read() (pending, retry, scheduled int, oldest time.Duration, err error) {
-	info, err := b.insp.GetQueueInfo(jobs.QueueRelay)
-	if errors.Is(err, asynq.ErrQueueNotFound) {
+	// GetQueueInfo's error for an unknown queue is asynq-internal (not
+	// asynq.ErrQueueNotFound): ask for the queue list first.
+	queues, err := b.insp.Queues()
+	if err != nil {
+		return 0, 0, 0, 0, err
+	}
+	if !slices.Contains(queues, jobs.QueueRelay) {
 		return 0, 0, 0, 0, nil // nothing was ever queued
 	}
+	info, err := b.insp.GetQueueInfo(jobs.QueueRelay)
 	if err != nil {
 		return 0, 0, 0, 0, err
 	}

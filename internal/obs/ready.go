@@ -116,14 +116,7 @@ func PrefectCheck(pc *prefect.Client) Check {
 // DjangoCheck opens (and closes) a TCP connection to the host of Django's
 // webhook URL: whether Django answers, without sending it a notification.
 func DjangoCheck(u *url.URL) Check {
-	addr := u.Host
-	if u.Port() == "" {
-		port := "80"
-		if u.Scheme == "https" {
-			port = "443"
-		}
-		addr = net.JoinHostPort(u.Hostname(), port)
-	}
+	addr := djangoAddr(u)
 	return Check{Name: "django", Probe: func(ctx context.Context) error {
 		var d net.Dialer
 		conn, err := d.DialContext(ctx, "tcp", addr)
@@ -132,6 +125,17 @@ func DjangoCheck(u *url.URL) Check {
 		}
 		return conn.Close()
 	}}
+}
+
+func djangoAddr(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	port := "80"
+	if u.Scheme == "https" {
+		port = "443"
+	}
+	return net.JoinHostPort(u.Hostname(), port)
 }
 
 // ReadyHandler answers /readyz: plain, only the required checks decide (200 or
