@@ -65,11 +65,12 @@ func (w writes) route(opName string) gin.HandlerFunc {
 		pref := parsePrefer(c.Request.Header.Values("Prefer"))
 		c.Header("Vary", "Prefer")
 
-		e, err := w.jobs.Enqueue(c.Request.Context(), op, payload, jobs.EnqueueOptions{IdempotencyKey: key})
+		e, err := w.jobs.Enqueue(c.Request.Context(), op, payload, jobs.EnqueueOptions{IdempotencyKey: key, RequestID: c.GetString("request_id")})
 		if err != nil {
 			writeError(c, err)
 			return
 		}
+		c.Set("job_id", e.ID) // for the access log
 		wait, applied := w.wait, []string(nil)
 		if pref.waitSet && pref.wait <= w.wait {
 			wait = pref.wait

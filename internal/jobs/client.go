@@ -128,6 +128,8 @@ type EnqueueOptions struct {
 	// IdempotencyKey, when set, makes the job id deterministic: a repeat with
 	// the same key (and the same payload) returns the same job.
 	IdempotencyKey string
+	// RequestID, the api request's id, goes with the job into the worker's logs.
+	RequestID string
 }
 
 // Enqueued identifies a job.
@@ -146,7 +148,7 @@ func (c *Client) Enqueue(ctx context.Context, op Op, payload any, opts EnqueueOp
 		return Enqueued{}, apperr.Wrap(apperr.Internal, err, "internal error")
 	}
 	sum := sha256.Sum256(append([]byte(op.Name+"\x00"), raw...))
-	env := envelope{Payload: raw, Fingerprint: hex.EncodeToString(sum[:]), CreatedAt: time.Now().UTC()}
+	env := envelope{Payload: raw, Fingerprint: hex.EncodeToString(sum[:]), CreatedAt: time.Now().UTC(), RequestID: opts.RequestID}
 	id := uuid.NewString()
 	if opts.IdempotencyKey != "" {
 		env.RunKey = id

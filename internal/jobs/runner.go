@@ -84,6 +84,9 @@ func (r *Runner) process(ctx context.Context, op Op, t *asynq.Task) error {
 			Body: detailBody("the job's payload cannot be decrypted by the worker (JOB_ENCRYPTION_KEY mismatch)")})
 		return fmt.Errorf("%s: payload cannot be opened: %w", op.Name, asynq.SkipRetry)
 	}
+	if env.RequestID != "" {
+		log = log.WithField("request_id", env.RequestID)
+	}
 
 	runKey := id
 	if env.RunKey != "" {
