@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -21,6 +22,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/httpapi"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/obs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
@@ -69,6 +71,9 @@ func New(cfg config.Config, log *logrus.Logger) (*App, error) {
 		Timeout:    cfg.PrefectTimeout,
 		AuthString: cfg.PrefectAuthString,
 		APIKey:     cfg.PrefectAPIKey,
+		Instrument: func(rt http.RoundTripper) http.RoundTripper {
+			return obs.NewUpstream(a.Registry).Transport(rt, "prefect", obs.PrefectRoute)
+		},
 	})
 	a.Proxy = proxy.New(a.Prefect, log)
 	a.Proxy.DefaultWorkPool, a.Proxy.DefaultWorkQueue = cfg.DefaultWorkPool, cfg.DefaultWorkQueue
@@ -131,6 +136,10 @@ func (a *App) API(ctx context.Context) (http.Handler, error) {
 		// Its Close would close that client, so Close (above) does instead.
 		mon = asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: sharedRedis{a.Redis}})
 	}
+	// asynq's queue sizes and latency, and the relay backlog, read at scrape time.
+	if err := obs.RegisterQueueMetrics(a.Registry, asynq.NewInspectorFromRedisClient(a.Redis)); err != nil {
+		return nil, err
+	}
 	relayAPI := relay.NewAPI(a.Config, a.Redis, a.Log.WithField("component", "relay"), a.Registry)
 	if repl != nil && relayAPI.Ingress != nil {
 		// The ingress's 202 is an acknowledgement to Prefect: make it survive a failover.
@@ -145,6 +154,7 @@ func (a *App) API(ctx context.Context) (http.Handler, error) {
 		Ops:        a.Ops,
 		Monitoring: mon,
 		Relay:      relayAPI,
+		Checks:     obs.Checks(a.Config, a.Redis, a.Prefect),
 		Ready: func(c *gin.Context) error {
 			if err := a.Ping(c.Request.Context()); err != nil {
 				return errors.New("redis not reachable")

@@ -56,6 +56,9 @@ type Config struct {
 
 	ProxyAPIToken string
 	AdminToken    string
+	// MetricsToken, if set, is the bearer token /metrics requires (api and
+	// worker ops port).
+	MetricsToken string
 
 	NotificationKey        string // PREFECT_NOTIFICATIONS_WEBHOOK_KEY, sent to Django
 	RelayInboundKey        string // what Prefect must send us
@@ -138,6 +141,7 @@ func Load(getenv func(string) string, opts ...Option) (Config, error) {
 		WorkerPollInterval:     l.durationOrZero("WORKER_POLL_INTERVAL"),
 		ProxyAPIToken:          l.str("PROXY_API_TOKEN"),
 		AdminToken:             l.str("ADMIN_TOKEN"),
+		MetricsToken:           l.str("METRICS_TOKEN"),
 		NotificationKey:        l.str("PREFECT_NOTIFICATIONS_WEBHOOK_KEY"),
 		DjangoWebhookURL:       l.url("DJANGO_WEBHOOK_URL"),
 		RelayStates:            l.list("RELAY_STATES"),

@@ -56,6 +56,7 @@ func Vars() []Var {
 		{Name: "JOB_ENCRYPTION_KEY", Note: "random if embedded", Usage: "32 random bytes, base64, sealing job payloads in Redis; required with REDIS_URL", For: API | Worker},
 		{Name: "PROXY_API_TOKEN", Note: "none", Usage: "if set, Authorization: Bearer <token> is required on /proxy, /jobs, /delete-a-block", For: API},
 		{Name: "ADMIN_TOKEN", Note: "none", Usage: "if set, guards /monitoring/ and /admin/relay (basic auth: any user, this as password); unset: they are off", For: API},
+		{Name: "METRICS_TOKEN", Note: "none", Usage: "if set, /metrics (api and worker ops port) requires Authorization: Bearer <token>; unset: open", For: API | Worker},
 		{Name: "PREFECT_NOTIFICATIONS_WEBHOOK_KEY", Note: "none", Usage: "the key Django checks; the relay sends it to Django. Unset: the relay is off (no ingress, deliveries or reconciler)", For: all},
 		{Name: "RELAY_INBOUND_KEY", Note: "PREFECT_NOTIFICATIONS_WEBHOOK_KEY", Usage: "the key Prefect must send to the relay in X-Notification-Key", For: all},
 		{Name: "DJANGO_WEBHOOK_URL", Default: "http://127.0.0.1:8002/webhooks/v1/notification/", Usage: "where the relay delivers notifications", For: API | Worker},

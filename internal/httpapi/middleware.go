@@ -78,6 +78,9 @@ func accessLog(log *logrus.Logger, m *Metrics) gin.HandlerFunc {
 			"latency_ms": float64(elapsed.Microseconds()) / 1000,
 			"org":        capLogValue(c.GetHeader("x-ddp-org")),
 		}
+		if id := c.GetString("job_id"); id != "" {
+			fields["job_id"] = id
+		}
 		entry := log.WithFields(fields)
 		if len(c.Errors) > 0 {
 			// The cause is ours to read; it never carries request bodies.

@@ -4,6 +4,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/DalgoT4D/prefect-proxy-go/internal/obs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/writes"
 )
 
@@ -13,10 +14,10 @@ import (
 func addRoutes(r *gin.Engine, d Deps) {
 	// Operations.
 	r.GET("/livez", livez())
-	r.GET("/readyz", readyz(d.Ready))
-	r.GET("/healthz", readyz(d.Ready))
+	r.GET("/readyz", readyz(d.Ready, d.Checks))
+	r.GET("/healthz", readyz(d.Ready, d.Checks))
 	if d.Metrics != nil {
-		r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{})))
+		r.GET("/metrics", gin.WrapH(obs.RequireToken(d.Config.MetricsToken, promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{}))))
 	}
 	r.GET("/openapi.json", openAPI())
 	r.GET("/docs", docsPage())

@@ -14,6 +14,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/obs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/writes"
@@ -28,6 +29,9 @@ type Deps struct {
 	Metrics *Metrics
 	// Ready reports whether dependencies (Redis, Prefect) are usable.
 	Ready func(*gin.Context) error
+	// Checks are every dependency /readyz?verbose reports on (Redis, Prefect,
+	// Django); nil: ?verbose answers as plain /readyz.
+	Checks []obs.Check
 	// Jobs enqueues and reads write jobs; nil: write routes answer 503.
 	Jobs *jobs.Client
 	// Ops are the write operations the write routes enqueue.

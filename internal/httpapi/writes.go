@@ -50,11 +50,13 @@ func write[P any](w writeRoutes, op jobs.Op[P]) gin.HandlerFunc {
 		}
 		pref := parsePrefer(c.Request.Header.Values("Prefer"))
 		c.Header("Vary", "Prefer")
-		e, err := jobs.Enqueue(c.Request.Context(), w.jobs, op, payload, jobs.EnqueueOptions{IdempotencyKey: key})
+		e, err := jobs.Enqueue(c.Request.Context(), w.jobs, op, payload,
+			jobs.EnqueueOptions{IdempotencyKey: key, RequestID: c.GetString("request_id")})
 		if err != nil {
 			writeError(c, err)
 			return
 		}
+		c.Set("job_id", e.ID) // for the access log
 		w.answer(c, e, pref)
 	}
 }

@@ -125,6 +125,8 @@ type EnqueueOptions struct {
 	// IdempotencyKey, when set, makes the job id deterministic: a repeat with
 	// the same key (and the same payload) returns the same job.
 	IdempotencyKey string
+	// RequestID, the api request's id, goes with the job into the worker's logs.
+	RequestID string
 }
 
 // Enqueued identifies a job.
@@ -147,7 +149,7 @@ func Enqueue[P any](ctx context.Context, c *Client, op Op[P], p P, opts EnqueueO
 
 func (c *Client) enqueue(ctx context.Context, kind, queue string, raw []byte, opts EnqueueOptions) (Enqueued, error) {
 	sum := sha256.Sum256(append([]byte(kind+"\x00"), raw...))
-	env := envelope{Payload: raw, Fingerprint: hex.EncodeToString(sum[:]), CreatedAt: time.Now().UTC()}
+	env := envelope{Payload: raw, Fingerprint: hex.EncodeToString(sum[:]), CreatedAt: time.Now().UTC(), RequestID: opts.RequestID}
 	id := uuid.NewString()
 	if opts.IdempotencyKey != "" {
 		env.RunKey = id

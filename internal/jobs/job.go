@@ -135,6 +135,9 @@ type envelope struct {
 	// after JOB_RETENTION; a fresh RunKey keeps Prefect's idempotency_key
 	// from answering that new job with the old job's flow run.
 	RunKey string `json:"k,omitempty"`
+	// RequestID is the api request's X-Request-Id: the worker's log lines of
+	// the job carry it, so a request can be followed into the worker.
+	RequestID string `json:"r,omitempty"`
 }
 
 // outcome is what a worker writes as the task's result, sealed: the HTTP

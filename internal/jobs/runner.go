@@ -82,6 +82,9 @@ func (r *Runner) process(ctx context.Context, op registered, t *asynq.Task) erro
 			Body: detailBody("the job's payload cannot be decrypted by the worker (JOB_ENCRYPTION_KEY mismatch)")})
 		return fmt.Errorf("%s: payload cannot be opened: %w", op.kind(), asynq.SkipRetry)
 	}
+	if env.RequestID != "" {
+		log = log.WithField("request_id", env.RequestID)
+	}
 
 	runKey := id
 	if env.RunKey != "" {

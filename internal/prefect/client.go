@@ -38,6 +38,8 @@ type Config struct {
 	HTTPClient *http.Client
 	// Retry governs retries of idempotent calls (reads and filters).
 	Retry RetryPolicy
+	// Instrument, if set, wraps the transport (metrics: internal/obs).
+	Instrument func(http.RoundTripper) http.RoundTripper
 }
 
 // RetryPolicy is exponential backoff with jitter.
@@ -71,6 +73,11 @@ func New(cfg Config) *Client {
 		// ours first so we never write into a connection it is closing.
 		tr.IdleConnTimeout = 4 * time.Second
 		hc = &http.Client{Transport: tr}
+	}
+	if cfg.Instrument != nil {
+		wrapped := *hc
+		wrapped.Transport = cfg.Instrument(hc.Transport)
+		hc = &wrapped
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout

@@ -13,6 +13,7 @@ import (
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/obs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 )
 
@@ -60,6 +61,11 @@ func NewWorker(cfg config.Config, rdb redis.UniversalClient, pc *prefect.Client,
 	m := NewMetrics(reg)
 	states := NewStateFilter(cfg.RelayStates)
 	store := NewStore(rdb)
+	django := NewDjango(cfg.DjangoWebhookURL, cfg.NotificationKey)
+	if cfg.DjangoWebhookURL != nil {
+		// Latency of every POST to Django by status (internal/obs).
+		django.HTTP.Transport = obs.NewUpstream(reg).Transport(django.HTTP.Transport, "django", obs.FixedRoute(cfg.DjangoWebhookURL.Path))
+	}
 	overlap := 2 * cfg.RelayReconcileInterval
 	if overlap < time.Minute {
 		overlap = time.Minute
@@ -70,7 +76,7 @@ func NewWorker(cfg config.Config, rdb redis.UniversalClient, pc *prefect.Client,
 		log:      log,
 		Handler: &Handler{
 			Store:   store,
-			Django:  NewDjango(cfg.DjangoWebhookURL, cfg.NotificationKey),
+			Django:  django,
 			Prefect: pc,
 			States:  states,
 			Log:     log,

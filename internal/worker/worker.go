@@ -17,6 +17,7 @@ import (
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/obs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
 )
@@ -153,11 +154,6 @@ func (w *Worker) Ready(ctx context.Context) error {
 	return w.rdb.Ping(ctx).Err()
 }
 
-// RefuseCluster fails when Redis runs in Cluster mode (unsupported).
-func (w *Worker) RefuseCluster(ctx context.Context) error {
-	return jobs.RefuseCluster(ctx, w.rdb)
-}
-
 // OpsHandler serves /livez, /readyz and /metrics for the worker process.
 func (w *Worker) OpsHandler() http.Handler {
 	m := http.NewServeMux()
@@ -165,15 +161,8 @@ func (w *Worker) OpsHandler() http.Handler {
 		rw.Header().Set("Content-Type", "application/json")
 		_, _ = rw.Write([]byte(`{"status":"ok"}`))
 	})
-	m.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
-		rw.Header().Set("Content-Type", "application/json")
-		if err := w.Ready(r.Context()); err != nil {
-			rw.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = fmt.Fprintf(rw, `{"detail":"redis not reachable"}`)
-			return
-		}
-		_, _ = rw.Write([]byte(`{"status":"ok"}`))
-	})
-	m.Handle("GET /metrics", promhttp.HandlerFor(w.d.Registry, promhttp.HandlerOpts{}))
+	// Redis decides readiness; ?verbose also reports Prefect and Django.
+	m.Handle("GET /readyz", obs.ReadyHandler(obs.Checks(w.d.Config, w.rdb, w.d.Prefect)))
+	m.Handle("GET /metrics", obs.RequireToken(w.d.Config.MetricsToken, promhttp.HandlerFor(w.d.Registry, promhttp.HandlerOpts{})))
 	return m
 }
