@@ -45,11 +45,17 @@ type Config struct {
 	JobAttemptTimeout time.Duration
 	JobRetention      time.Duration
 	WorkerConcurrency int
+	// RelayConcurrency is the size of the worker's second pool, serving only
+	// relay deliveries and the reconciler.
+	RelayConcurrency int
 	// WorkerPollInterval is how often an idle worker asks Redis for jobs: the
 	// floor of a synchronous write's latency, and an idle worker's CPU cost.
 	WorkerPollInterval time.Duration
 	JobMaxAttempts     int
-	JobEncryptionKey   []byte // 32 bytes
+	// JobRetryWindow is how long a write job retries a retryable failure,
+	// counted from when it was queued.
+	JobRetryWindow   time.Duration
+	JobEncryptionKey []byte // 32 bytes
 	// JobKeyGenerated is true when no key was configured and one was made up
 	// for embedded mode.
 	JobKeyGenerated bool
@@ -138,6 +144,8 @@ func Load(getenv func(string) string, opts ...Option) (Config, error) {
 		JobRetention:           l.duration("JOB_RETENTION"),
 		WorkerConcurrency:      l.positiveInt("WORKER_CONCURRENCY"),
 		JobMaxAttempts:         l.positiveInt("JOB_MAX_ATTEMPTS"),
+		JobRetryWindow:         l.duration("JOB_RETRY_WINDOW"),
+		RelayConcurrency:       l.positiveInt("RELAY_CONCURRENCY"),
 		WorkerPollInterval:     l.durationOrZero("WORKER_POLL_INTERVAL"),
 		ProxyAPIToken:          l.str("PROXY_API_TOKEN"),
 		AdminToken:             l.str("ADMIN_TOKEN"),

@@ -34,7 +34,7 @@ func TestDefaults(t *testing.T) {
 		{"JobRetention", c.JobRetention, 24 * time.Hour},
 		{"HTTPIdleTimeout", c.HTTPIdleTimeout, 90 * time.Second},
 		{"WorkerConcurrency", c.WorkerConcurrency, 10},
-		{"JobMaxAttempts", c.JobMaxAttempts, 10},
+		{"JobMaxAttempts", c.JobMaxAttempts, 100},
 		{"DefaultWorkPool", c.DefaultWorkPool, "default-agent-pool"},
 		{"DefaultWorkQueue", c.DefaultWorkQueue, "ddp"},
 		{"RelayReconcileInterval", c.RelayReconcileInterval, 30 * time.Second},

@@ -34,6 +34,8 @@ func TestTableDefaultsAreThePackagesDefaults(t *testing.T) {
 		{"JOB_RETENTION", c.JobRetention, jobs.DefaultRetention},
 		{"JOB_MAX_ATTEMPTS", c.JobMaxAttempts, jobs.DefaultMaxAttempts},
 		{"WORKER_CONCURRENCY", c.WorkerConcurrency, jobs.DefaultConcurrency},
+		{"RELAY_CONCURRENCY", c.RelayConcurrency, jobs.DefaultRelayConcurrency},
+		{"JOB_RETRY_WINDOW", c.JobRetryWindow, jobs.DefaultRetryWindow},
 		{"WORKER_POLL_INTERVAL (embedded)", c.WorkerPollInterval, jobs.DefaultEmbeddedPollInterval},
 		{"WORKER_POLL_INTERVAL", withRedis.WorkerPollInterval, jobs.DefaultPollInterval},
 		{"PREFECT_DEFAULT_WORK_POOL", c.DefaultWorkPool, proxy.DefaultWorkPool},

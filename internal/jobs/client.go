@@ -28,10 +28,16 @@ const DoneChannel = "prefect-proxy:jobs:done"
 // idempotencyNS namespaces the deterministic job ids made from Idempotency-Key.
 var idempotencyNS = uuid.MustParse("6f1d3c2e-5b7a-4c1e-9a52-0d4b3f7e8a61")
 
-// Defaults of the job settings (JOB_MAX_ATTEMPTS, JOB_RETENTION,
-// JOB_ATTEMPT_TIMEOUT, JOB_WAIT_TIMEOUT).
+// Defaults of the job settings (JOB_MAX_ATTEMPTS, JOB_RETRY_WINDOW,
+// JOB_RETENTION, JOB_ATTEMPT_TIMEOUT, JOB_WAIT_TIMEOUT).
 const (
-	DefaultMaxAttempts = 10
+	// DefaultMaxAttempts caps a job's attempts on top of its retry window:
+	// with RetryDelayCap, DefaultRetryWindow takes about 43.
+	DefaultMaxAttempts = 100
+	// DefaultRetryWindow is how long a job retries a retryable failure,
+	// counted from when it was queued: long enough for a Prefect restart
+	// or upgrade.
+	DefaultRetryWindow = 30 * time.Minute
 	DefaultRetention   = 24 * time.Hour
 	// DefaultAttemptTimeout bounds one attempt of a job in a worker.
 	DefaultAttemptTimeout = 5 * time.Minute

@@ -42,6 +42,8 @@ type rigOpts struct {
 	maxAttempts int
 	retention   time.Duration
 	workerKey   []byte // default testKey()
+	retryWindow time.Duration
+	now         func() time.Time
 }
 
 func newRigWith(t *testing.T, o rigOpts, ops ...Op[any]) *rig {
@@ -59,7 +61,7 @@ func newRigWith(t *testing.T, o rigOpts, ops ...Op[any]) *rig {
 	rdb := opt.MakeRedisClient().(redis.UniversalClient)
 	t.Cleanup(func() { _ = rdb.Close() })
 	reg := prometheus.NewRegistry()
-	runner, err := NewRunner(RunnerConfig{Key: o.workerKey, Redis: rdb, Log: log, Registry: reg})
+	runner, err := NewRunner(RunnerConfig{Key: o.workerKey, Redis: rdb, Log: log, Registry: reg, RetryWindow: o.retryWindow, Now: o.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,6 +285,75 @@ func TestAttemptsExhaustedReplaysUpstreamAnswer(t *testing.T) {
 	}
 }
 
+// A retryable failure is retried while the job is younger than its retry
+// window, whatever JOB_MAX_ATTEMPTS allows; past the window it fails with
+// its last error and no further attempt. The clock is a fake one that the
+// op moves forward, as a long Prefect outage would.
+func TestRetryWindowEndsRetries(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name         string
+		skip         time.Duration // the clock moves this far during attempt 2
+		wantState    State
+		wantStatus   int
+		wantAttempts int
+	}{
+		{"still failing when the window passes", 31 * time.Minute, StateFailed, http.StatusBadGateway, 2},
+		{"inside the window it keeps retrying", 29 * time.Minute, StateSucceeded, http.StatusOK, 3},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var offset atomic.Int64
+			now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+			var calls atomic.Int32
+			op := echoOp("t:outage", func(context.Context, json.RawMessage, string) (any, error) {
+				switch calls.Add(1) {
+				case 2:
+					offset.Store(int64(tc.skip))
+				case 3:
+					return map[string]int{"success": 1}, nil
+				}
+				return nil, &prefect.APIError{Method: "POST", Path: "/x", Status: http.StatusServiceUnavailable}
+			})
+			r := newRigWith(t, rigOpts{maxAttempts: 100, retention: time.Hour, retryWindow: 30 * time.Minute, now: now}, op)
+			ctx := context.Background()
+			e, err := Enqueue[any](ctx, r.client, op, nil, EnqueueOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			j, err := r.client.Wait(ctx, e, 20*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j.State != tc.wantState || j.Status != tc.wantStatus || j.Attempts != tc.wantAttempts {
+				t.Fatalf("job %+v %s, calls %d", j, j.Body, calls.Load())
+			}
+			if tc.wantState != StateFailed {
+				return
+			}
+			// Archived at once (SkipRetry), not left to retry up to MaxRetry.
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				info, err := r.client.insp.GetTaskInfo(QueueDefault, e.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if info.State == asynq.TaskStateArchived {
+					if info.Retried != 1 || calls.Load() != 2 || info.MaxRetry != 99 {
+						t.Fatalf("retried %d of %d, calls %d", info.Retried, info.MaxRetry, calls.Load())
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("state %v, want archived", info.State)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
+
 func TestWaitRunsOutWhileJobGoesOn(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
@@ -417,7 +488,7 @@ func dumpRedis(t *testing.T, mr *miniredis.Miniredis) string {
 
 func TestRetryDelayPolicy(t *testing.T) {
 	t.Parallel()
-	for n, want := range map[int]time.Duration{0: 500 * time.Millisecond, 1: time.Second, 3: 4 * time.Second, 7: time.Minute, 30: time.Minute} {
+	for n, want := range map[int]time.Duration{0: 500 * time.Millisecond, 1: time.Second, 3: 4 * time.Second, 6: 32 * time.Second, 7: RetryDelayCap, 30: RetryDelayCap} {
 		for i := 0; i < 50; i++ {
 			d := RetryDelay(n, nil, nil)
 			if d < want*8/10 || d > want*12/10 {

@@ -23,6 +23,11 @@ type RunnerConfig struct {
 	Redis    redis.UniversalClient // for publishing on DoneChannel
 	Log      logrus.FieldLogger
 	Registry prometheus.Registerer // job metrics; nil: none
+	// RetryWindow is how long a job retries a retryable failure, counted
+	// from its creation (JOB_RETRY_WINDOW); default DefaultRetryWindow.
+	RetryWindow time.Duration
+	// Now is the clock the window is checked against; nil: time.Now.
+	Now func() time.Time
 }
 
 // Runner turns registered Ops into asynq handlers: it opens the sealed payload, runs the
@@ -44,6 +49,12 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 		l := logrus.New()
 		l.SetOutput(nopWriter{})
 		cfg.Log = l
+	}
+	if cfg.RetryWindow <= 0 {
+		cfg.RetryWindow = DefaultRetryWindow
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	r := &Runner{cfg: cfg, sealer: s}
 	if cfg.Registry != nil {
@@ -110,7 +121,10 @@ func (r *Runner) process(ctx context.Context, op registered, t *asynq.Task) erro
 		return fmt.Errorf("%s: attempt %d interrupted: %w", op.kind(), attempt, ctx.Err())
 	}
 	retry := op.retryable(runErr)
-	final := !retry || retried >= maxRetry
+	// An outage is measured in time: a retryable failure is retried until
+	// the job is RetryWindow old; MaxRetry (JOB_MAX_ATTEMPTS) is a backstop.
+	windowPassed := retry && !env.CreatedAt.IsZero() && r.cfg.Now().Sub(env.CreatedAt) >= r.cfg.RetryWindow
+	final := !retry || windowPassed || retried >= maxRetry
 	ae := r.answer(runErr)
 	data, _ := json.Marshal(ae.Body())
 	// Metrics first, then the answer: whoever sees the answer sees the count.
@@ -126,6 +140,10 @@ func (r *Runner) process(ctx context.Context, op registered, t *asynq.Task) erro
 	switch {
 	case !retry:
 		log.WithField("status", ae.Status()).Warn("job failed (not retryable)")
+		return fmt.Errorf("%s: %w", msg, asynq.SkipRetry)
+	case windowPassed:
+		log.WithFields(logrus.Fields{"status": ae.Status(), "retry_window": r.cfg.RetryWindow.String()}).
+			Error("job failed: still failing when its retry window passed")
 		return fmt.Errorf("%s: %w", msg, asynq.SkipRetry)
 	case final:
 		log.WithField("status", ae.Status()).Error("job failed: attempts exhausted")
@@ -182,10 +200,15 @@ func (r *Runner) observe(typ, outcome string, start time.Time, failed bool) {
 
 // RetryDelay is the asynq RetryDelayFunc for write jobs; n is the number of
 // retries already made. The policy ("Jobs" in docs/ARCHITECTURE.md): first
-// retry within a second, doubling, capped at a minute, ±20 % jitter.
+// retry within a second, doubling, capped at RetryDelayCap with ±20 % jitter,
+// so once Prefect is back the next attempt comes within a minute.
 func RetryDelay(n int, _ error, _ *asynq.Task) time.Duration {
-	return retry.Exponential{Base: 500 * time.Millisecond, Max: time.Minute}.Delay(n)
+	return retry.Exponential{Base: 500 * time.Millisecond, Max: RetryDelayCap}.Delay(n)
 }
+
+// RetryDelayCap is the longest step of RetryDelay before jitter (at most
+// 60 s with it).
+const RetryDelayCap = 50 * time.Second
 
 type runnerMetrics struct {
 	processed *prometheus.CounterVec

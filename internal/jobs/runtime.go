@@ -84,9 +84,11 @@ func (e *Embedded) Close() {
 	e.mr.Close()
 }
 
-// Defaults of the worker settings (WORKER_CONCURRENCY, WORKER_POLL_INTERVAL).
+// Defaults of the worker settings (WORKER_CONCURRENCY, RELAY_CONCURRENCY,
+// WORKER_POLL_INTERVAL).
 const (
-	DefaultConcurrency = 10
+	DefaultConcurrency      = 10
+	DefaultRelayConcurrency = 10
 	// DefaultPollInterval keeps a synchronous write within ~5 ms of calling
 	// Prefect inline (docs/BENCHMARKS.md, "Jobs").
 	DefaultPollInterval = 5 * time.Millisecond

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -42,11 +43,17 @@ type Deps struct {
 
 // Worker executes jobs until Shutdown.
 type Worker struct {
-	d      Deps
-	srv    *asynq.Server
-	rdb    redis.UniversalClient
-	mux    *asynq.ServeMux
-	closed chan struct{}
+	d   Deps
+	rdb redis.UniversalClient
+	// Two pools, so neither workload can take the other's capacity: write
+	// serves the write jobs' queues (critical, default) with
+	// WORKER_CONCURRENCY; relayPool serves relay deliveries and the
+	// reconciler (relay, maintenance) with RELAY_CONCURRENCY, and is nil
+	// while the relay is off. A delivery holds its slot for Django's whole
+	// timeout: with shared slots a slow Django stalled every write.
+	write     *pool
+	relayPool *pool
+	closed    chan struct{}
 	// delays picks the retry delay per task type (write jobs back off per
 	// "Jobs" in docs/ARCHITECTURE.md; relay deliveries follow RELAY_RETRY_SCHEDULE).
 	delays map[string]asynq.RetryDelayFunc
@@ -63,29 +70,25 @@ func New(d Deps) (*Worker, error) {
 	w := &Worker{
 		d:      d,
 		rdb:    d.Redis,
-		mux:    asynq.NewServeMux(),
 		closed: make(chan struct{}),
 		delays: map[string]asynq.RetryDelayFunc{},
 	}
-	queues := jobs.QueueWeights()
-	if !d.Config.RelayEnabled() {
-		// Deliveries queued while the relay was on wait, visible in
-		// /monitoring/, until it is turned on again.
-		delete(queues, jobs.QueueRelay)
+	m := newPoolMetrics(d.Registry)
+	weights := jobs.QueueWeights()
+	w.write = w.newPool(m, poolWrite, d.Config.WorkerConcurrency, jobs.DefaultConcurrency,
+		map[string]int{jobs.QueueCritical: weights[jobs.QueueCritical], jobs.QueueDefault: weights[jobs.QueueDefault]})
+	if d.Config.RelayEnabled() {
+		// Off, no pool takes the relay's queues: deliveries queued while the
+		// relay was on wait, visible in /monitoring/, until it is on again.
+		w.relayPool = w.newPool(m, poolRelay, d.Config.RelayConcurrency, jobs.DefaultRelayConcurrency,
+			map[string]int{jobs.QueueRelay: weights[jobs.QueueRelay], jobs.QueueMaintenance: weights[jobs.QueueMaintenance]})
 	}
-	w.srv = jobs.NewServer(d.Redis, jobs.ServerConfig{
-		Queues:          queues,
-		Concurrency:     d.Config.WorkerConcurrency,
-		ShutdownTimeout: d.ShutdownTimeout,
-		PollInterval:    d.PollInterval,
-		Log:             d.Log.WithField("component", "worker"),
-		RetryDelay:      w.retryDelay,
-	})
 	runner, err := jobs.NewRunner(jobs.RunnerConfig{
-		Key:      d.Config.JobEncryptionKey,
-		Redis:    w.rdb,
-		Log:      d.Log.WithField("component", "jobs"),
-		Registry: d.Registry,
+		Key:         d.Config.JobEncryptionKey,
+		Redis:       w.rdb,
+		Log:         d.Log.WithField("component", "jobs"),
+		Registry:    d.Registry,
+		RetryWindow: d.Config.JobRetryWindow,
 	})
 	if err != nil {
 		return nil, err
@@ -98,16 +101,20 @@ func New(d Deps) (*Worker, error) {
 	// only once the relay is turned on (PREFECT_NOTIFICATIONS_WEBHOOK_KEY).
 	if d.Config.RelayEnabled() {
 		w.relay = relay.NewWorker(d.Config, w.rdb, d.Prefect, d.Log.WithField("component", "relay"), d.Registry)
-		w.Handle(relay.TaskType, w.relay.Handler, w.relay.RetryDelay)
-		w.Handle(relay.TaskReconcile, asynq.HandlerFunc(w.relay.Reconciler.ProcessTask), nil)
+		w.handleOn(w.relayPool, relay.TaskType, w.relay.Handler, w.relay.RetryDelay)
+		w.handleOn(w.relayPool, relay.TaskReconcile, asynq.HandlerFunc(w.relay.Reconciler.ProcessTask), nil)
 	}
 	return w, nil
 }
 
-// Handle registers a task handler and its retry delay (nil: asynq's
-// default). Call it before Start.
+// Handle registers a write-job handler (served by the write pool) and its
+// retry delay (nil: asynq's default). Call it before Start.
 func (w *Worker) Handle(taskType string, h asynq.Handler, delay asynq.RetryDelayFunc) {
-	w.mux.Handle(taskType, h)
+	w.handleOn(w.write, taskType, h, delay)
+}
+
+func (w *Worker) handleOn(p *pool, taskType string, h asynq.Handler, delay asynq.RetryDelayFunc) {
+	p.mux.Handle(taskType, h)
 	if delay != nil {
 		w.delays[taskType] = delay
 	}
@@ -122,8 +129,14 @@ func (w *Worker) retryDelay(n int, err error, t *asynq.Task) time.Duration {
 
 // Start connects to Redis and begins processing.
 func (w *Worker) Start() error {
-	if err := w.srv.Start(w.mux); err != nil {
+	if err := w.write.start(); err != nil {
 		return fmt.Errorf("worker: %w", err)
+	}
+	if w.relayPool != nil {
+		if err := w.relayPool.start(); err != nil {
+			w.write.srv.Shutdown()
+			return fmt.Errorf("worker (relay pool): %w", err)
+		}
 	}
 	w.relay.Start()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -144,7 +157,14 @@ func (w *Worker) Shutdown() {
 		<-w.sweeperDone
 	}
 	w.relay.Stop()
-	w.srv.Shutdown()
+	// Both pools drain at once, so shutdown takes one ShutdownTimeout.
+	var wg sync.WaitGroup
+	for _, p := range []*pool{w.write, w.relayPool} {
+		if p != nil {
+			wg.Go(p.srv.Shutdown)
+		}
+	}
+	wg.Wait()
 }
 
 // Ready reports whether Redis answers.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -162,4 +163,103 @@ func TestRetryDelayDispatchesByTaskType(t *testing.T) {
 	if d := w.retryDelay(0, nil, asynq.NewTask("t:x", nil)); d > time.Second {
 		t.Fatalf("write job first retry %s", d)
 	}
+}
+
+// A relay pool saturated by deliveries that block (a Django answering after
+// its whole timeout) leaves the write pool's slots free: a write job queued
+// behind them still runs at once.
+func TestSaturatedRelayPoolDoesNotDelayWrites(t *testing.T) {
+	t.Parallel()
+	op := slowOp("t:write", 0, nil)
+	r := newRig(t, op)
+	u, _ := url.Parse("http://127.0.0.1:1/django")
+	r.cfg.NotificationKey, r.cfg.DjangoWebhookURL = "k", u
+	r.cfg.WorkerConcurrency, r.cfg.RelayConcurrency = 2, 3
+	reg := prometheus.NewRegistry()
+	w, err := New(Deps{Config: r.cfg, Log: r.log, Redis: r.rdb, Registry: reg, Ops: registry(op), ShutdownTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	w.handleOn(w.relayPool, "t:deliver", asynq.HandlerFunc(func(ctx context.Context, _ *asynq.Task) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}), nil)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Shutdown()
+	defer close(release)
+
+	aq := asynq.NewClientFromRedisClient(r.rdb)
+	for range 10 {
+		if _, err := aq.Enqueue(asynq.NewTask("t:deliver", nil), asynq.Queue(jobs.QueueRelay)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wait for the relay pool to be full (its in-flight gauge at its concurrency).
+	deadline := time.Now().Add(10 * time.Second)
+	for gauge(t, reg, "proxy_worker_pool_in_flight", poolRelay) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("relay pool never saturated")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	e, err := jobs.Enqueue[any](context.Background(), r.client, op, nil, jobs.EnqueueOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.waitState(t, e.ID, jobs.StateSucceeded)
+	t.Logf("write job done in %s with the relay pool saturated", time.Since(start))
+	if got := gauge(t, reg, "proxy_worker_pool_in_flight", poolRelay); got != 3 {
+		t.Fatalf("relay pool in flight %v, want 3 (still blocked)", got)
+	}
+	for pool, want := range map[string]float64{poolWrite: 2, poolRelay: 3} {
+		if got := gauge(t, reg, "proxy_worker_pool_concurrency", pool); got != want {
+			t.Errorf("%s pool concurrency %v, want %v", pool, got, want)
+		}
+	}
+}
+
+// With the relay off there is no relay pool: nothing takes its queues.
+func TestRelayOffHasNoRelayPool(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	reg := prometheus.NewRegistry()
+	w := r.worker(t, time.Second, reg)
+	defer w.Shutdown()
+	if w.relayPool != nil {
+		t.Fatal("relay pool built with the relay off")
+	}
+	rec := httptest.NewRecorder()
+	w.OpsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	if !strings.Contains(body, `proxy_worker_pool_concurrency{pool="write"} 2`) || strings.Contains(body, `pool="relay"`) {
+		t.Fatalf("metrics:\n%s", body)
+	}
+}
+
+func gauge(t *testing.T, reg *prometheus.Registry, name, pool string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "pool" && l.GetValue() == pool {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
