@@ -453,3 +453,45 @@ func TestConcurrentIdempotentRequestsShareOneJob(t *testing.T) {
 		t.Fatalf("Prefect called %d times", c)
 	}
 }
+
+func TestDeeplyNestedBodyIs422AndQueuesNothing(t *testing.T) {
+	t.Parallel()
+	b := newWritesBundle(t, 10*time.Second)
+	deep := `{"config": ` + strings.Repeat("[", 9000) + strings.Repeat("]", 9000) + `}`
+	// Strings holding brackets do not count as nesting.
+	shallowText := `{"config": {"org_slug": "` + strings.Repeat(`[{\"`, 500) + `"}}`
+	for _, tc := range []struct {
+		method, path, body string
+		want               int
+	}{
+		{"POST", "/proxy/deployments/" + depID + "/flow_run", deep, 422},
+		{"POST", "/proxy/v1/deployments", deep, 422},
+		{"PUT", "/proxy/blocks/secret", deep, 422},
+		{"POST", "/proxy/flow_runs/" + depID + "/set_state", deep, 422},
+	} {
+		r := b.do(t, tc.method, tc.path, tc.body)
+		if r.status != tc.want {
+			t.Fatalf("%s %s: %d %s", tc.method, tc.path, r.status, r.body)
+		}
+		var got struct {
+			Detail []struct {
+				Type string `json:"type"`
+				Loc  []any  `json:"loc"`
+			} `json:"detail"`
+		}
+		if err := json.Unmarshal([]byte(r.body), &got); err != nil || len(got.Detail) != 1 ||
+			got.Detail[0].Type != "json_invalid" || got.Detail[0].Loc[0] != "body" {
+			t.Fatalf("%s %s: detail %s", tc.method, tc.path, r.body)
+		}
+	}
+	for _, k := range b.mr.Keys() {
+		if strings.Contains(k, ":t:") {
+			t.Fatalf("a job was queued: %s", k)
+		}
+	}
+	var calls atomic.Int32
+	createFlowRunOK(b.prefect, &calls)
+	if r := b.do(t, "POST", "/proxy/deployments/"+depID+"/flow_run", shallowText); r.status != 200 {
+		t.Fatalf("brackets inside a string: %d %s", r.status, r.body)
+	}
+}

@@ -133,6 +133,9 @@ type Handler struct {
 	// BusyWait is how long to wait between checks while another delivery of
 	// the same run is in flight.
 	BusyWait time.Duration
+	// CatchUp sends the deliveries waiting in retry once Django is back
+	// (nil: they wait for their next scheduled step).
+	CatchUp *CatchUp
 }
 
 // ProcessTask implements asynq.Handler.
@@ -193,7 +196,11 @@ func (h *Handler) Process(ctx context.Context, n Notification, owner string, las
 			h.Metrics.observeEndToEnd(time.Since(n.Received))
 		}
 		log.Debug("relay: delivered")
+		h.CatchUp.Succeeded(fctx)
 		return nil
+	}
+	if de := (*DeliveryError)(nil); errors.As(err, &de) && !de.Permanent {
+		h.CatchUp.Failed(fctx)
 	}
 	return h.failed(err, n, lastAttempt, log)
 }

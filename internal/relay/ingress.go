@@ -46,6 +46,12 @@ type Outcome struct {
 // MaxBody bounds an inbound notification; real ones are < 2 KiB.
 const MaxBody = 1 << 20
 
+// MaxClockSkew is how far past its receipt a notification's state timestamp
+// may lie. A later one is refused (400, relay_inbound_total{result=
+// "future_timestamp"}): admitted, it would raise its run's ordering marks
+// into the future and every real later state would be dropped as stale.
+const MaxClockSkew = 5 * time.Minute
+
 // Errors of Ingest besides *ParseError (an unusable body) and *QueueError
 // (Redis refused the delivery).
 var (
@@ -112,17 +118,22 @@ func (i *Ingress) accept(ctx context.Context, body []byte) (Outcome, error) {
 		i.metrics.in("unparseable")
 		return Outcome{}, err
 	}
+	now := time.Now
+	if i.Now != nil {
+		now = i.Now
+	}
+	n.Received = now().UTC()
+	if n.Timestamp.After(n.Received.Add(MaxClockSkew)) {
+		i.metrics.in("future_timestamp")
+		return Outcome{}, parseErr("state timestamp %s is more than %s ahead of the relay's clock (%s)",
+			n.Timestamp.Format(time.RFC3339Nano), MaxClockSkew, n.Received.Format(time.RFC3339))
+	}
 	out := Outcome{FlowRunID: n.FlowRunID, State: n.State}
 	if !i.States.Allows(n.State) {
 		i.metrics.in("ignored")
 		out.Status = "ignored"
 		return out, nil
 	}
-	now := time.Now
-	if i.Now != nil {
-		now = i.Now
-	}
-	n.Received = now().UTC()
 	queued, err := Enqueue(ctx, i.Queue, n, i.MaxRetry)
 	if err != nil {
 		i.metrics.in("enqueue_failed")

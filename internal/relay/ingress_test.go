@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,5 +106,69 @@ func TestAPIAndWorkerShareARegistry(t *testing.T) {
 		if !names[n] {
 			t.Errorf("%s not registered", n)
 		}
+	}
+}
+
+// A state stamped far in the future is refused at the door, so it cannot
+// mark its run as finished "later" and make the run's real next state stale.
+func TestFutureTimestampIsRefusedAndDoesNotSuppressLaterStates(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	now := time.Now().UTC()
+	q := &recordingQueue{tasks: map[string]Notification{}}
+	in := &Ingress{Queue: q, Key: "k", MaxRetry: 3, metrics: newInboundMetrics(prometheus.NewRegistry()),
+		Now: func() time.Time { return now }}
+	tmpl := func(state string, ts string) string {
+		return `{"flow_run_id": "` + runID + `", "flow_run_name": "r_1", "state_name": "` + state +
+			`", "state_type": "` + typeOfName[state] + `", "state_timestamp": "` + ts + `"}`
+	}
+	for _, tc := range []struct {
+		name, body string
+		refused    bool
+	}{
+		{"year 9999", tmpl("Completed", "9999-12-31T23:59:59+00:00"), true},
+		{"an hour ahead", tmpl("Failed", now.Add(time.Hour).Format(time.RFC3339Nano)), true},
+		{"within the skew", tmpl("Running", now.Add(time.Minute).Format(time.RFC3339Nano)), false},
+		{"the real later state", tmpl("Completed", now.Add(2*time.Minute).Format(time.RFC3339Nano)), false},
+	} {
+		_, err := in.Ingest(context.Background(), "k", strings.NewReader(tc.body))
+		var pe *ParseError
+		if refused := errors.As(err, &pe); refused != tc.refused {
+			t.Fatalf("%s: err = %v", tc.name, err)
+		}
+	}
+	var m dto.Metric
+	_ = in.metrics.inbound.WithLabelValues("future_timestamp").Write(&m)
+	if m.GetCounter().GetValue() != 2 || len(q.tasks) != 2 {
+		t.Fatalf("future_timestamp = %v, queued %d", m.GetCounter().GetValue(), len(q.tasks))
+	}
+	// Deliver what was queued, in timestamp order: both reach Django.
+	var ns []Notification
+	for _, n := range q.tasks {
+		ns = append(ns, n)
+	}
+	if ns[0].Timestamp.After(ns[1].Timestamp) {
+		ns[0], ns[1] = ns[1], ns[0]
+	}
+	for i, n := range ns {
+		if err := r.h.Process(context.Background(), n, "task-"+n.State, false); err != nil {
+			t.Fatalf("deliver %d: %v", i, err)
+		}
+	}
+	got := r.django.received()
+	if len(got) != 2 || got[0].State != "Running" || got[1].State != "Completed" {
+		t.Fatalf("Django received %+v", got)
+	}
+}
+
+func TestDeeplyNestedNotificationIsUnparseable(t *testing.T) {
+	t.Parallel()
+	in := &Ingress{Queue: &recordingQueue{tasks: map[string]Notification{}}, Key: "k",
+		metrics: newInboundMetrics(prometheus.NewRegistry())}
+	body := `{"body": ` + strings.Repeat(`{"body": `, 9000) + `"x"` + strings.Repeat("}", 9001)
+	_, err := in.Ingest(context.Background(), "k", strings.NewReader(body))
+	var pe *ParseError
+	if !errors.As(err, &pe) || !strings.Contains(pe.Message, "nests deeper") {
+		t.Fatalf("err = %v", err)
 	}
 }

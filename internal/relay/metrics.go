@@ -53,7 +53,7 @@ type inboundMetrics struct {
 func newInboundMetrics(reg prometheus.Registerer) *inboundMetrics {
 	m := &inboundMetrics{inbound: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_inbound_total",
-		Help: "Notifications received from Prefect by outcome (queued, duplicate, ignored, unauthorized, unparseable, too_large, enqueue_failed).",
+		Help: "Notifications received from Prefect by outcome (queued, duplicate, ignored, unauthorized, unparseable, future_timestamp, too_large, enqueue_failed).",
 	}, []string{"result"})}
 	if reg != nil {
 		reg.MustRegister(m.inbound)

@@ -101,6 +101,9 @@ func Parse(body []byte) (Notification, error) {
 		}
 		return Notification{}, parseErr("body is neither a JSON object nor a flow-run notification text")
 	}
+	if _, over := validate.DepthExceeded(body, validate.MaxDepth); over {
+		return Notification{}, parseErr("body nests deeper than %d levels", validate.MaxDepth)
+	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(body, &obj); err != nil {
 		return Notification{}, parseErr("body is not valid JSON: %s", jsonErrText(err))

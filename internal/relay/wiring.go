@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -53,6 +54,7 @@ type Worker struct {
 	rdb        redis.UniversalClient
 	log        logrus.FieldLogger
 	scheduler  *asynq.Scheduler
+	stopProbe  context.CancelFunc
 }
 
 // NewWorker wires the delivery handler and the reconciler on rdb. Callers
@@ -65,6 +67,10 @@ func NewWorker(cfg config.Config, rdb redis.UniversalClient, pc *prefect.Client,
 	if cfg.DjangoWebhookURL != nil {
 		// Latency of every POST to Django by status (internal/obs).
 		django.HTTP.Transport = obs.NewUpstream(reg).Transport(django.HTTP.Transport, "django", obs.FixedRoute(cfg.DjangoWebhookURL.Path))
+	}
+	catchUp := NewCatchUp(rdb, log)
+	if reg != nil {
+		reg.MustRegister(oldestGauge(catchUp.Inspector, log))
 	}
 	overlap := 2 * cfg.RelayReconcileInterval
 	if overlap < time.Minute {
@@ -81,6 +87,7 @@ func NewWorker(cfg config.Config, rdb redis.UniversalClient, pc *prefect.Client,
 			States:  states,
 			Log:     log,
 			Metrics: m,
+			CatchUp: catchUp,
 		},
 		Reconciler: &Reconciler{
 			Prefect:    pc,
@@ -110,8 +117,18 @@ func (w *Worker) RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 // it; asynq.Unique drops a copy while one is waiting, and the lease in Tick
 // lets one scan per interval run. The tasks and the schedulers are visible
 // in /monitoring/.
+//
+// It also starts the catch-up's probe of a failing Django (CatchUp).
 func (w *Worker) Start() {
-	if w == nil || w.Reconciler.Interval <= 0 || w.Reconciler.Prefect == nil {
+	if w == nil {
+		return
+	}
+	if w.Handler.CatchUp != nil && w.stopProbe == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		w.stopProbe = cancel
+		go w.Handler.CatchUp.run(ctx)
+	}
+	if w.Reconciler.Interval <= 0 || w.Reconciler.Prefect == nil {
 		return
 	}
 	r := w.Reconciler
@@ -137,9 +154,12 @@ func (w *Worker) Start() {
 	enqueued(nil, err)
 }
 
-// Stop ends the reconciler's scheduler (a scan already queued or running
+// Stop ends the catch-up's probe and the reconciler's scheduler (a scan already queued or running
 // is the asynq server's, which the worker shuts down).
 func (w *Worker) Stop() {
+	if w != nil && w.stopProbe != nil {
+		w.stopProbe()
+	}
 	if w != nil && w.scheduler != nil {
 		w.scheduler.Shutdown()
 	}

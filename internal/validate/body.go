@@ -18,6 +18,9 @@ func Body(body []byte) (v any, ok bool, err *apperr.Error) {
 	if len(body) == 0 {
 		return nil, false, nil
 	}
+	if e := CheckDepth(body); e != nil {
+		return nil, false, e
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if e := dec.Decode(&v); e != nil {

@@ -3,6 +3,7 @@ package validate
 import (
 	"encoding/json"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 )
@@ -136,5 +137,34 @@ func TestQuery(t *testing.T) {
 		`{"loc":["query","deployment_id"],"msg":"Field required","type":"missing"}]`
 	if string(got) != want {
 		t.Errorf("errors\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestDepthExceeded(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		body string
+		max  int
+		over bool
+		at   int
+	}{
+		{"flat", `{"a": 1}`, 1, false, 0},
+		{"at the limit", `[[[]]]`, 3, false, 0},
+		{"one over", `[[[[]]]]`, 3, true, 3},
+		{"brackets in strings", `["[[[[", "\"[[[["]`, 1, false, 0},
+		{"escaped backslash ends the string", `["\\", [[1]]]`, 2, true, 8},
+		{"9000 deep", strings.Repeat("[", 9000), MaxDepth, true, MaxDepth},
+	} {
+		at, over := DepthExceeded([]byte(tc.body), tc.max)
+		if over != tc.over || at != tc.at {
+			t.Errorf("%s: got (%d, %v), want (%d, %v)", tc.name, at, over, tc.at, tc.over)
+		}
+	}
+	if e := CheckDepth([]byte(strings.Repeat(`{"a":`, 100) + "1" + strings.Repeat("}", 100))); e == nil || e.Fields[0].Type != "json_invalid" {
+		t.Fatalf("CheckDepth: %v", e)
+	}
+	if _, _, e := Body([]byte(strings.Repeat("[", 70) + strings.Repeat("]", 70))); e == nil {
+		t.Fatal("Body accepted a 70-deep array")
 	}
 }
