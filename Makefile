@@ -6,7 +6,11 @@ PREFECT_VERSION ?= 3.6.29
 export PREFECT_VERSION
 GO ?= go
 # End-to-end tests start real processes; keep the whole run bounded.
-TEST_TIMEOUT ?= 30m
+TEST_TIMEOUT ?= 45m
+# Tests of one package run at most this many at once: they share one Prefect
+# server on SQLite, which answers 503s and time-outs when too many tests
+# write to it together on a 2-core machine.
+TEST_PARALLEL ?= 4
 GO_PKGS := ./...
 
 .PHONY: help run test test-deps deps prefect-venv build vet fmt-check tidy-check staticcheck unit e2e clean compose-check deploy-check image docker-smoke
@@ -69,7 +73,7 @@ test-deps:
 
 test: test-deps prefect-venv vet fmt-check tidy-check staticcheck deploy-check
 	$(GO) build -o bin/withprefect ./internal/testenv/cmd/withprefect
-	bin/withprefect -- $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(GO_PKGS)
+	bin/withprefect -- $(GO) test -race -count=1 -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) $(GO_PKGS)
 
 unit:
 	$(GO) test -race -short -count=1 $(GO_PKGS)

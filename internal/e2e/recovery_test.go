@@ -130,8 +130,10 @@ func TestWorkerKilledWithinSyncWait(t *testing.T) {
 	}
 	jobID := r.Header.Get("Job-Id")
 	j := send(t, "GET", api.URL+"/jobs/"+jobID, nil).expect(t, 200).object(t)
-	if j["state"] != "succeeded" || j["attempts"].(float64) != 2 {
-		t.Errorf("job after the re-run = %v; want succeeded on attempt 2 (the lost attempt counts)", j)
+	// The lost attempt counts (attempt 2 at least); a busy shared Prefect may
+	// answer the re-run 503 first, which the job retries.
+	if j["state"] != "succeeded" || j["attempts"].(float64) < 2 {
+		t.Errorf("job after the re-run = %v; want succeeded on attempt 2 or later (the lost attempt counts)", j)
 	}
 	metrics := send(t, "GET", workers[1-killed].URL+"/metrics", nil).expect(t, 200)
 	if !strings.Contains(string(metrics.Body), `proxy_jobs_orphans_requeued_total{queue="critical"} 1`) {
