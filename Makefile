@@ -13,11 +13,11 @@ TEST_TIMEOUT ?= 45m
 TEST_PARALLEL ?= 4
 GO_PKGS := ./...
 
-.PHONY: help run test test-deps deps prefect-venv build vet fmt-check tidy-check staticcheck unit e2e clean compose-check deploy-check image docker-smoke
+.PHONY: help run test test-deps deps prefect-venv build vet fmt-check tidy-check staticcheck cyclo unit e2e clean compose-check deploy-check image docker-smoke
 
 help:
 	@echo "make run    - start Prefect (if none answers) and the api on :8085"
-	@echo "make test   - install test deps; go vet, gofmt, go mod tidy and staticcheck checks; all tests with -race against real Redis and Prefect"
+	@echo "make test   - install test deps; go vet, gofmt, go mod tidy, staticcheck and gocyclo checks; all tests with -race against real Redis and Prefect"
 	@echo "make unit   - unit tests only (-short: no Prefect, no redis-server; in-process fakes such as miniredis)"
 	@echo "make build  - build bin/api, bin/worker and bin/relay-setup"
 	@echo "make image  - build the Docker image (IMAGE_TARGET=worker for the worker's)"
@@ -62,6 +62,19 @@ $(STATICCHECK):
 staticcheck: $(STATICCHECK)
 	$(STATICCHECK) $(GO_PKGS)
 
+# No function outside tests above cyclomatic complexity 15 (gocyclo, pinned).
+GOCYCLO_VERSION := v0.6.0
+GOCYCLO := bin/tools/gocyclo-$(GOCYCLO_VERSION)
+
+$(GOCYCLO):
+	@mkdir -p bin/tools/.install
+	GOBIN=$(CURDIR)/bin/tools/.install $(GO) install github.com/fzipp/gocyclo/cmd/gocyclo@$(GOCYCLO_VERSION)
+	mv bin/tools/.install/gocyclo $@
+
+cyclo: $(GOCYCLO)
+	@out="$$($(GOCYCLO) -over 15 -ignore '_test.go$$' cmd internal)"; \
+	if [ -n "$$out" ]; then echo "gocyclo: functions above complexity 15:"; echo "$$out"; exit 1; fi
+
 # go.mod and go.sum say exactly what the code imports (direct vs // indirect).
 tidy-check:
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
@@ -71,7 +84,7 @@ tidy-check:
 test-deps:
 	@bash scripts/deps.sh --test
 
-test: test-deps prefect-venv vet fmt-check tidy-check staticcheck deploy-check
+test: test-deps prefect-venv vet fmt-check tidy-check staticcheck cyclo deploy-check
 	$(GO) build -o bin/withprefect ./internal/testenv/cmd/withprefect
 	bin/withprefect -- $(GO) test -race -count=1 -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) $(GO_PKGS)
 

@@ -137,45 +137,77 @@ func (s *Sweeper) Run(ctx context.Context) {
 // Sweep looks once and re-queues the tasks found orphaned; it returns how
 // many it moved.
 func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
-	rdb := s.cfg.Redis
-	queues, err := rdb.SMembers(ctx, asynqAllQueues).Result()
+	queues, workerKeys, leases, live, err := s.read(ctx)
 	if err != nil {
 		return 0, err
+	}
+	now := s.cfg.Now()
+	moved := 0
+	for _, o := range s.judge(queues, leases, live, now) {
+		ok, err := s.requeue(ctx, o.queue, o.id, o.lease, workerKeys, now)
+		if err != nil {
+			return moved, fmt.Errorf("re-queue task %s: %w", o.id, err)
+		}
+		if ok {
+			moved++
+			s.requeued.WithLabelValues(o.queue).Inc()
+			s.cfg.Log.WithFields(logrus.Fields{"job_id": o.id, "queue": o.queue}).
+				Warnf("re-queued a task whose worker stopped its heartbeat %s ago (worker died?)", s.cfg.Silence)
+		}
+	}
+	return moved, nil
+}
+
+// orphan is an active task whose lease has not moved for Silence while no
+// live server lists it.
+type orphan struct {
+	queue, id string
+	lease     float64
+}
+
+// read fetches, in one round trip after two small reads, the queues, the
+// live servers' task lists and every queue's leases.
+func (s *Sweeper) read(ctx context.Context) (queues, workerKeys []string, leases []*redis.ZSliceCmd, live map[string]bool, err error) {
+	rdb := s.cfg.Redis
+	if queues, err = rdb.SMembers(ctx, asynqAllQueues).Result(); err != nil {
+		return nil, nil, nil, nil, err
 	}
 	// Members are scored with their expiry by the writer's clock; ones
 	// expired for over a minute (more than any clock skew) are keys Redis
 	// has long dropped. asynq prunes them only when asked for its servers.
-	workerKeys, err := rdb.ZRangeByScore(ctx, asynqAllWorkers, &redis.ZRangeBy{
+	workerKeys, err = rdb.ZRangeByScore(ctx, asynqAllWorkers, &redis.ZRangeBy{
 		Min: strconv.FormatInt(s.cfg.Now().Add(-time.Minute).Unix(), 10), Max: "+inf"}).Result()
 	if err != nil {
-		return 0, err
+		return nil, nil, nil, nil, err
 	}
 	pipe := rdb.Pipeline()
 	running := make([]*redis.StringSliceCmd, len(workerKeys))
 	for i, k := range workerKeys {
 		running[i] = pipe.HKeys(ctx, k)
 	}
-	leases := make([]*redis.ZSliceCmd, len(queues))
+	leases = make([]*redis.ZSliceCmd, len(queues))
 	for i, q := range queues {
 		leases[i] = pipe.ZRangeWithScores(ctx, asynqQueueKey(q, "lease"), 0, -1)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return 0, err
+		return nil, nil, nil, nil, err
 	}
-	live := map[string]bool{}
+	live = map[string]bool{}
 	for _, cmd := range running {
 		for _, id := range cmd.Val() {
 			live[id] = true
 		}
 	}
+	return queues, workerKeys, leases, live, nil
+}
 
-	now := s.cfg.Now()
-	type orphan struct {
-		queue, id string
-		lease     float64
-	}
+// judge updates what this sweeper has seen of each lease and returns the
+// tasks silent for Silence: a lease score that changed restarts the count,
+// a task a live server lists is never an orphan.
+func (s *Sweeper) judge(queues []string, leases []*redis.ZSliceCmd, live map[string]bool, now time.Time) []orphan {
 	var orphans []orphan
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	present := map[string]bool{}
 	for i, q := range queues {
 		for _, z := range leases[i].Val() {
@@ -198,22 +230,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 			delete(s.seen, key)
 		}
 	}
-	s.mu.Unlock()
-
-	moved := 0
-	for _, o := range orphans {
-		ok, err := s.requeue(ctx, o.queue, o.id, o.lease, workerKeys, now)
-		if err != nil {
-			return moved, fmt.Errorf("re-queue task %s: %w", o.id, err)
-		}
-		if ok {
-			moved++
-			s.requeued.WithLabelValues(o.queue).Inc()
-			s.cfg.Log.WithFields(logrus.Fields{"job_id": o.id, "queue": o.queue}).
-				Warnf("re-queued a task whose worker stopped its heartbeat %s ago (worker died?)", s.cfg.Silence)
-		}
-	}
-	return moved, nil
+	return orphans
 }
 
 // requeueOrphanCmd moves one task from active back to the head of pending,

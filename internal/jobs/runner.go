@@ -103,16 +103,7 @@ func (r *Runner) process(ctx context.Context, op registered, t *asynq.Task) erro
 	}
 	body, runErr := op.work(ctx, env.Payload, Run{Key: runKey, Attempt: attempt})
 	if runErr == nil {
-		data, err := json.Marshal(body)
-		if err != nil {
-			data = detailBody("internal error")
-			r.observe(op.kind(), "failed", start, true)
-			r.finish(ctx, t, id, outcome{Final: true, Status: http.StatusInternalServerError, Attempt: attempt, Body: data})
-			return fmt.Errorf("%s: result not encodable: %w", op.kind(), asynq.SkipRetry)
-		}
-		r.observe(op.kind(), "succeeded", start, false)
-		r.finish(ctx, t, id, outcome{Final: true, Status: http.StatusOK, Attempt: attempt, Body: data})
-		return nil
+		return r.succeed(ctx, op, t, id, attempt, start, body)
 	}
 	if ctx.Err() != nil {
 		// Shutdown (asynq re-queues the task) or the attempt's deadline (asynq
@@ -120,10 +111,40 @@ func (r *Runner) process(ctx context.Context, op registered, t *asynq.Task) erro
 		r.observe(op.kind(), "interrupted", start, false)
 		return fmt.Errorf("%s: attempt %d interrupted: %w", op.kind(), attempt, ctx.Err())
 	}
+	return r.fail(ctx, op, t, failure{id: id, attempt: attempt, retried: retried, maxRetry: maxRetry,
+		start: start, created: env.CreatedAt, log: log, err: runErr})
+}
+
+// succeed records a job's answer.
+func (r *Runner) succeed(ctx context.Context, op registered, t *asynq.Task, id string, attempt int, start time.Time, body any) error {
+	data, err := json.Marshal(body)
+	if err != nil {
+		r.observe(op.kind(), "failed", start, true)
+		r.finish(ctx, t, id, outcome{Final: true, Status: http.StatusInternalServerError, Attempt: attempt, Body: detailBody("internal error")})
+		return fmt.Errorf("%s: result not encodable: %w", op.kind(), asynq.SkipRetry)
+	}
+	r.observe(op.kind(), "succeeded", start, false)
+	r.finish(ctx, t, id, outcome{Final: true, Status: http.StatusOK, Attempt: attempt, Body: data})
+	return nil
+}
+
+// failure is one failed attempt of a job.
+type failure struct {
+	id                         string
+	attempt, retried, maxRetry int
+	start, created             time.Time
+	log                        logrus.FieldLogger
+	err                        error
+}
+
+// fail records a failed attempt: the answer to replay, and whether asynq
+// retries it (a retryable failure inside the job's retry window and attempts).
+func (r *Runner) fail(ctx context.Context, op registered, t *asynq.Task, f failure) error {
+	runErr, attempt, retried, maxRetry, start, id, log := f.err, f.attempt, f.retried, f.maxRetry, f.start, f.id, f.log
 	retry := op.retryable(runErr)
 	// An outage is measured in time: a retryable failure is retried until
 	// the job is RetryWindow old; MaxRetry (JOB_MAX_ATTEMPTS) is a backstop.
-	windowPassed := retry && !env.CreatedAt.IsZero() && r.cfg.Now().Sub(env.CreatedAt) >= r.cfg.RetryWindow
+	windowPassed := retry && !f.created.IsZero() && r.cfg.Now().Sub(f.created) >= r.cfg.RetryWindow
 	final := !retry || windowPassed || retried >= maxRetry
 	ae := r.answer(runErr)
 	data, _ := json.Marshal(ae.Body())
