@@ -7,10 +7,10 @@ export PREFECT_VERSION
 GO ?= go
 # End-to-end tests start real processes; keep the whole run bounded.
 TEST_TIMEOUT ?= 45m
-# Tests of one package run at most this many at once: they share one Prefect
-# server on SQLite, which answers 503s and time-outs when too many tests
-# write to it together on a 2-core machine.
-TEST_PARALLEL ?= 4
+# Tests of one package run at most this many at once (go test's default is
+# GOMAXPROCS): they share one Prefect server on SQLite, which stalls when too
+# many tests write to it together (4 at once hung it on a 2-core machine).
+TEST_PARALLEL ?= 2
 GO_PKGS := ./...
 
 .PHONY: help run test test-deps deps prefect-venv build vet fmt-check tidy-check staticcheck cyclo unit e2e clean compose-check deploy-check image docker-smoke
