@@ -86,7 +86,7 @@ func StartPrefect() (*PrefectServer, error) {
 		}
 		return s, nil
 	}
-	hc := &http.Client{Timeout: 30 * time.Second}
+	hc := &http.Client{Timeout: prefectCallTimeout}
 	venv, err := PrefectVenv()
 	if err != nil {
 		return nil, err
@@ -105,7 +105,7 @@ func StartPrefect() (*PrefectServer, error) {
 // ConnectPrefect uses a Prefect server already running at apiURL (its API
 // root, e.g. a benchmark's BENCH_PREFECT_URL); Stop leaves it running.
 func ConnectPrefect(apiURL string) (*PrefectServer, error) {
-	s := &PrefectServer{URL: strings.TrimRight(apiURL, "/"), http: &http.Client{Timeout: 30 * time.Second}}
+	s := &PrefectServer{URL: strings.TrimRight(apiURL, "/"), http: &http.Client{Timeout: prefectCallTimeout}}
 	if err := s.waitHealthy(nil, 10*time.Second); err != nil {
 		return nil, err
 	}
@@ -189,6 +189,12 @@ func makeDatabaseTemplate(venv string) {
 		_ = os.Rename(tmp, dst)
 	}
 }
+
+// prefectCallTimeout bounds one call of the harness to Prefect. The shared
+// SQLite server of a whole test run stalls now and then for tens of seconds
+// (a service holding the write lock, e.g. the triggers service's cleanup); a
+// test's own seeding call waits that out instead of failing the test.
+const prefectCallTimeout = 2 * time.Minute
 
 // PrefectServerEnv is the environment of a headless Prefect server for tests:
 // no UI, no analytics, scheduler and late-runs off (so no run appears or turns
@@ -288,7 +294,7 @@ func StartLocalPrefect(version string) (*PrefectServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	hc := &http.Client{Timeout: 30 * time.Second}
+	hc := &http.Client{Timeout: prefectCallTimeout}
 	var lastErr error
 	for attempt := 0; attempt < 2; attempt++ { // the free port can be taken in between
 		s, err := startLocalPrefectIn(root, venv, version, hc)
