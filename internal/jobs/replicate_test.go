@@ -189,8 +189,10 @@ func TestEnqueueUnconfirmedIsA503NamingTheJob(t *testing.T) {
 	ctx := context.Background()
 	_, replica, rdb := primaryWithReplica(t, true)
 	op := echoOp("t:confirm", func(context.Context, json.RawMessage, string) (any, error) { return nil, nil })
+	// Long enough for a replica still finishing its first sync on a busy
+	// machine; the stopped replica below then costs this much.
 	c, err := NewClient(ctx, rdb, ClientConfig{Key: testKey(), Ops: registry(op),
-		Replication: NewReplication(rdb, 1, 200*time.Millisecond)})
+		Replication: NewReplication(rdb, 1, 2*time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}
