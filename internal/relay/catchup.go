@@ -6,11 +6,9 @@ import (
 	"errors"
 	"io"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
@@ -203,65 +201,4 @@ func (c *CatchUp) waiting(limit int) ([]waitingTask, error) {
 		out = out[:limit]
 	}
 	return out, nil
-}
-
-// OldestUndelivered samples the relay queue (the first 1 000 tasks of its
-// retry set and the next 100 pending ones) and returns the age of the
-// oldest notification received among them, 0 when none waits.
-func OldestUndelivered(in *asynq.Inspector, now time.Time) (time.Duration, error) {
-	var oldest time.Time
-	see := func(tasks []*asynq.TaskInfo) {
-		for _, t := range tasks {
-			var n Notification
-			if json.Unmarshal(t.Payload, &n) == nil && !n.Received.IsZero() && (oldest.IsZero() || n.Received.Before(oldest)) {
-				oldest = n.Received
-			}
-		}
-	}
-	retry, err := in.ListRetryTasks(jobs.QueueRelay, asynq.PageSize(1000))
-	if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
-		return 0, err
-	}
-	see(retry)
-	pending, err := in.ListPendingTasks(jobs.QueueRelay, asynq.PageSize(100))
-	if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
-		return 0, err
-	}
-	see(pending)
-	if oldest.IsZero() {
-		return 0, nil
-	}
-	return max(now.Sub(oldest), 0), nil
-}
-
-// oldestGauge is relay_oldest_undelivered_seconds: sampled on scrape, at
-// most once per 10 s (a busy scraper does not walk the queue each time).
-func oldestGauge(in *asynq.Inspector, log logrus.FieldLogger) prometheus.GaugeFunc {
-	var (
-		mu     sync.Mutex
-		at     time.Time
-		last   float64
-		period = 10 * time.Second
-	)
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "relay_oldest_undelivered_seconds",
-		Help: "Age of the oldest notification still waiting to reach Django (sampled: the first 1000 in retry, the next 100 pending); 0 when none waits.",
-	}, func() float64 {
-		mu.Lock()
-		defer mu.Unlock()
-		if now := time.Now(); now.Sub(at) >= period {
-			// Tried at most once a period, also when Redis is down (each
-			// try then waits for the client's dial timeouts).
-			at = now
-			age, err := OldestUndelivered(in, now)
-			if err != nil {
-				if log != nil {
-					log.WithError(err).Debug("relay: cannot sample the oldest undelivered notification")
-				}
-				return last
-			}
-			last = age.Seconds()
-		}
-		return last
-	})
 }

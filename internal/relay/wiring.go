@@ -69,9 +69,6 @@ func NewWorker(cfg config.Config, rdb redis.UniversalClient, pc *prefect.Client,
 		django.HTTP.Transport = obs.NewUpstream(reg).Transport(django.HTTP.Transport, "django", obs.FixedRoute(cfg.DjangoWebhookURL.Path))
 	}
 	catchUp := NewCatchUp(rdb, log)
-	if reg != nil {
-		reg.MustRegister(oldestGauge(catchUp.Inspector, log))
-	}
 	overlap := 2 * cfg.RelayReconcileInterval
 	if overlap < time.Minute {
 		overlap = time.Minute
