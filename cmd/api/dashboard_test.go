@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"context"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/cli/clitest"
 )
 
 // dashboardMetrics lists every metric docs/grafana-dashboard.json queries.
@@ -144,7 +146,7 @@ func TestGrafanaDashboardQueriesExportedMetrics(t *testing.T) {
 		"JOB_MAX_ATTEMPTS":                  "1",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
+	var stdout, stderr clitest.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, &stdout, &stderr) }()
 	defer func() {
@@ -155,7 +157,7 @@ func TestGrafanaDashboardQueriesExportedMetrics(t *testing.T) {
 			t.Error("api did not stop")
 		}
 	}()
-	addr := waitFor(t, &stdout, regexp.MustCompile(`api listening on (http://\S+)`))
+	addr := clitest.WaitFor(t, &stdout, regexp.MustCompile(`api listening on (http://\S+)`))
 
 	do := func(method, path, body string, header ...string) int {
 		t.Helper()

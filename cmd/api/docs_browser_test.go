@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/cli/clitest"
 )
 
 // The API reference at /docs must render in a real browser with no network
@@ -29,14 +31,14 @@ func TestDocsRenderOfflineInChromium(t *testing.T) {
 		"PREFECT_API_URL": "http://127.0.0.1:1/api",
 		"LOG_LEVEL":       "warn",
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr clitest.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, &stdout, &stderr) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done
 	})
-	addr := waitFor(t, &stdout, regexp.MustCompile(`api listening on (http://\S+)`))
+	addr := clitest.WaitFor(t, &stdout, regexp.MustCompile(`api listening on (http://\S+)`))
 
 	cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer ccancel()

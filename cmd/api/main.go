@@ -8,15 +8,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
-	"time"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/app"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/cli"
@@ -38,34 +35,20 @@ func main() {
 var version, commit string
 
 var command = cli.Command{
-	Name:     "api",
-	Synopsis: "the Django-facing HTTP API of prefect-proxy (with REDIS_URL unset, also an embedded Redis and an in-process worker)",
-	Usage:    "api [flags]          serve HTTP on LISTEN_ADDR\n  api healthcheck      exit 0 if the api on LISTEN_ADDR answers GET /livez with 200, else 1",
-	Program:  config.API,
-	Version:  version,
-	Commit:   commit,
+	Name:       "api",
+	Synopsis:   "the Django-facing HTTP API of prefect-proxy (with REDIS_URL unset, also an embedded Redis and an in-process worker)",
+	Usage:      "api [flags]          serve HTTP on LISTEN_ADDR\n  api healthcheck      exit 0 if the api on LISTEN_ADDR answers GET /livez with 200, else 1",
+	Program:    config.API,
+	Version:    version,
+	Commit:     commit,
+	HealthAddr: func(c config.Config) string { return c.ListenAddr },
 }
 
 // run serves until ctx ends, or runs the command in args. Errors carry their
 // exit status (cli.ExitError); --help and --version return nil.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	rest, err := cli.Parse(command, args, stdout, stderr)
-	if errors.Is(err, cli.ErrDone) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	cfg, err := config.Load(config.Env(getenv, ".env"))
-	switch {
-	case len(rest) == 1 && rest[0] == "healthcheck":
-		if err != nil {
-			return &cli.ExitError{Code: 1, Err: err}
-		}
-		return cli.Healthcheck(ctx, cfg.ListenAddr, 5*time.Second, stdout)
-	case len(rest) > 0:
-		return cli.Usage("api: unknown command %q; run 'api --help'", strings.Join(rest, " "))
-	case err != nil:
+	cfg, done, err := cli.Prepare(ctx, command, args, getenv, stdout, stderr)
+	if done {
 		return err
 	}
 	return serve(ctx, cfg, stdout, stderr)

@@ -6,28 +6,11 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/cli/clitest"
 )
-
-// syncBuffer lets the test read what run writes from another goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestRunRejectsBadConfig(t *testing.T) {
 	t.Parallel()
@@ -50,11 +33,11 @@ func TestRunServesEmbeddedAndStops(t *testing.T) {
 		"PREFECT_API_URL":     "http://127.0.0.1:1/api", // nothing listens: version answers null
 		"PREFECT_API_TIMEOUT": "2",
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr clitest.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, &stdout, &stderr) }()
 
-	addr := waitFor(t, &stdout, regexp.MustCompile(`api listening on (http://\S+)`))
+	addr := clitest.WaitFor(t, &stdout, regexp.MustCompile(`api listening on (http://\S+)`))
 	for _, path := range []string{"/livez", "/readyz", "/proxy/prefect/version", "/proxy/prefect/version/"} {
 		resp, err := http.Get(addr + path)
 		if err != nil {
@@ -81,17 +64,4 @@ func TestRunServesEmbeddedAndStops(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not stop after its context was cancelled")
 	}
-}
-
-func waitFor(t *testing.T, out *syncBuffer, re *regexp.Regexp) string {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if m := re.FindStringSubmatch(out.String()); m != nil {
-			return m[1]
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("no line matching %s in %q", re, out.String())
-	return ""
 }

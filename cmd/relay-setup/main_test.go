@@ -10,7 +10,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/DalgoT4D/prefect-proxy-go/internal/cli"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/cli/clitest"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect/prefecttest"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
@@ -18,52 +18,21 @@ import (
 
 func TestRunAsATool(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name                string
-		args                []string
-		env                 map[string]string
-		wantCode            int
-		wantOut, wantStderr string
-	}{
-		{"--help", []string{"--help"}, nil, 0, "-block-name string", ""},
-		{"-h", []string{"-h"}, nil, 0, "RELAY_PUBLIC_URL", ""},
-		{"--version", []string{"--version"}, nil, 0, "relay-setup ", ""},
-		{"unknown flag", []string{"-nope"}, nil, 2, "", "flag provided but not defined: -nope"},
-		{"arguments", []string{"https://x/"}, nil, 2, "", "unexpected arguments"},
-		{"no url", nil, map[string]string{"RELAY_INBOUND_KEY": "k"}, 2, "", "-url"},
-		{"no key", []string{"-url", "http://x/"}, nil, 1, "", "RELAY_INBOUND_KEY"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			var out, errOut bytes.Buffer
-			err := run(context.Background(), tc.args, env(tc.env), &out, &errOut)
-			code := cli.Code(err, &errOut)
-			if code != tc.wantCode || !strings.Contains(out.String(), tc.wantOut) || !strings.Contains(errOut.String(), tc.wantStderr) {
-				t.Fatalf("exit %d, stdout %q, stderr %q; want %d, %q, %q", code, out.String(), errOut.String(),
-					tc.wantCode, tc.wantOut, tc.wantStderr)
-			}
-		})
-	}
+	clitest.RunCases(t, run, []clitest.Case{
+		{Name: "--help", Args: []string{"--help"}, WantOut: "-block-name string"},
+		{Name: "-h", Args: []string{"-h"}, WantOut: "RELAY_PUBLIC_URL"},
+		{Name: "--version", Args: []string{"--version"}, WantOut: "relay-setup "},
+		{Name: "unknown flag", Args: []string{"-nope"}, WantCode: 2, WantStderr: "flag provided but not defined: -nope"},
+		{Name: "arguments", Args: []string{"https://x/"}, WantCode: 2, WantStderr: "unexpected arguments"},
+		{Name: "no url", Env: map[string]string{"RELAY_INBOUND_KEY": "k"}, WantCode: 2, WantStderr: "-url"},
+		{Name: "no key", Args: []string{"-url", "http://x/"}, WantCode: 1, WantStderr: "RELAY_INBOUND_KEY"},
+	})
 }
 
 func TestHelpListsEveryVariable(t *testing.T) {
 	t.Parallel()
-	var out bytes.Buffer
-	if err := run(context.Background(), []string{"--help"}, env(nil), &out, &out); err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range config.Vars() {
-		if v.For&config.RelaySetup == 0 {
-			continue
-		}
-		if !strings.Contains(out.String(), v.Name) {
-			t.Errorf("--help does not list %s", v.Name)
-		}
-	}
+	clitest.HelpListsEveryVariable(t, run, config.RelaySetup)
 }
-
-func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 func TestRunRefusesIncompleteInput(t *testing.T) {
 	t.Parallel()
@@ -83,7 +52,7 @@ func TestRunRefusesIncompleteInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			var out, errOut bytes.Buffer
-			err := run(context.Background(), tc.args, env(tc.env), &out, &errOut)
+			err := run(context.Background(), tc.args, clitest.Env(tc.env), &out, &errOut)
 			if err == nil || !strings.Contains(err.Error()+errOut.String(), tc.want) {
 				t.Fatalf("err = %v (%s), want %q", err, errOut.String(), tc.want)
 			}
@@ -103,7 +72,7 @@ func TestRunReportsWhatItDid(t *testing.T) {
 	mr := miniredis.RunT(t)
 	var out, errOut bytes.Buffer
 	err := run(context.Background(), []string{"-url", "https://proxy/webhooks/v1/notification/", "-tags", "a, b"},
-		env(map[string]string{"PREFECT_API_URL": pf.URL + "/api", "PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "k",
+		clitest.Env(map[string]string{"PREFECT_API_URL": pf.URL + "/api", "PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "k",
 			// the workers' environment: setup must not need their JOB_ENCRYPTION_KEY
 			"REDIS_URL": "redis://" + mr.Addr() + "/0"}), &out, &errOut)
 	if err != nil {
@@ -141,7 +110,7 @@ func TestRunWithoutRedisSaysTheReconcilerStaysOff(t *testing.T) {
 	pf.JSON("POST /automations/", 201, map[string]any{"id": "au"})
 	var out, errOut bytes.Buffer
 	err := run(context.Background(), []string{"-url", "https://proxy/webhooks/v1/notification/"},
-		env(map[string]string{"PREFECT_API_URL": pf.URL + "/api", "PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "k"}), &out, &errOut)
+		clitest.Env(map[string]string{"PREFECT_API_URL": pf.URL + "/api", "PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "k"}), &out, &errOut)
 	if err != nil {
 		t.Fatalf("%v %s", err, errOut.String())
 	}

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"net"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -13,73 +11,30 @@ import (
 	"github.com/alicebob/miniredis/v2"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/cli"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/cli/clitest"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return ":" + port
-}
-
 func TestRunAsATool(t *testing.T) {
 	t.Parallel()
-	idle := map[string]string{"WORKER_LISTEN_ADDR": freeAddr(t), "REDIS_URL": "redis://127.0.0.1:1",
+	idle := map[string]string{"WORKER_LISTEN_ADDR": clitest.FreeAddr(t), "REDIS_URL": "redis://127.0.0.1:1",
 		"JOB_ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(make([]byte, 32))}
-	tests := []struct {
-		name                string
-		args                []string
-		env                 map[string]string
-		wantCode            int
-		wantOut, wantStderr string
-	}{
-		{"--help", []string{"--help"}, nil, 0, "worker healthcheck", ""},
-		{"-h", []string{"-h"}, nil, 0, "Environment:", ""},
-		{"--version", []string{"--version"}, nil, 0, "worker ", ""},
-		{"unknown flag", []string{"-concurrency", "3"}, nil, 2, "", "flag provided but not defined: -concurrency"},
-		{"unknown command", []string{"start"}, nil, 2, "", `unknown command "start"`},
-		{"healthcheck with nothing listening", []string{"healthcheck"}, idle, 1, "", "connection refused"},
-		{"no REDIS_URL", nil, nil, 1, "", "REDIS_URL"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			var out, errOut bytes.Buffer
-			err := run(context.Background(), tc.args, func(k string) string { return tc.env[k] }, &out, &errOut)
-			code := cli.Code(err, &errOut)
-			if code != tc.wantCode || !strings.Contains(out.String(), tc.wantOut) || !strings.Contains(errOut.String(), tc.wantStderr) {
-				t.Fatalf("exit %d, stdout %q, stderr %q; want %d, %q, %q", code, out.String(), errOut.String(),
-					tc.wantCode, tc.wantOut, tc.wantStderr)
-			}
-		})
-	}
+	clitest.RunCases(t, run, []clitest.Case{
+		{Name: "--help", Args: []string{"--help"}, WantOut: "worker healthcheck"},
+		{Name: "-h", Args: []string{"-h"}, WantOut: "Environment:"},
+		{Name: "--version", Args: []string{"--version"}, WantOut: "worker "},
+		{Name: "unknown flag", Args: []string{"-concurrency", "3"}, WantCode: 2, WantStderr: "flag provided but not defined: -concurrency"},
+		{Name: "unknown command", Args: []string{"start"}, WantCode: 2, WantStderr: `unknown command "start"`},
+		{Name: "healthcheck with nothing listening", Args: []string{"healthcheck"}, Env: idle, WantCode: 1, WantStderr: "connection refused"},
+		{Name: "no REDIS_URL", WantCode: 1, WantStderr: "REDIS_URL"},
+	})
 }
 
 func TestHelpListsEveryVariable(t *testing.T) {
 	t.Parallel()
-	var out bytes.Buffer
-	if err := run(context.Background(), []string{"--help"}, func(string) string { return "" }, &out, &out); err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range config.Vars() {
-		if v.For&config.Worker == 0 {
-			continue
-		}
-		def := v.Default
-		if def == "" {
-			def = v.Note
-		}
-		if !regexp.MustCompile(`(?m)^\s+` + v.Name + `\s+\(?` + regexp.QuoteMeta(def)).MatchString(out.String()) {
-			t.Errorf("--help does not list %s with its default %q", v.Name, def)
-		}
-	}
-	if strings.Contains(out.String(), "PROXY_API_TOKEN") {
-		t.Errorf("the worker does not read PROXY_API_TOKEN:\n%s", out.String())
+	out, _ := clitest.HelpListsEveryVariable(t, run, config.Worker)
+	if strings.Contains(out, "PROXY_API_TOKEN") {
+		t.Errorf("the worker does not read PROXY_API_TOKEN:\n%s", out)
 	}
 }
 
@@ -91,14 +46,14 @@ func TestHealthcheckProbesTheRunningWorker(t *testing.T) {
 	env := map[string]string{
 		"REDIS_URL":          "redis://" + mr.Addr(),
 		"JOB_ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(make([]byte, 32)),
-		"WORKER_LISTEN_ADDR": "0.0.0.0" + freeAddr(t),
+		"WORKER_LISTEN_ADDR": "0.0.0.0" + clitest.FreeAddr(t),
 		"LOG_LEVEL":          "error",
 	}
 	getenv := func(k string) string { return env[k] }
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout syncBuffer
+	var stdout clitest.SyncBuffer
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, nil, getenv, &stdout, &syncBuffer{}) }()
+	go func() { done <- run(ctx, nil, getenv, &stdout, &clitest.SyncBuffer{}) }()
 	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(stdout.String(), "listening"); {
 		if time.Now().After(deadline) {
 			t.Fatalf("worker never started: %q", stdout.String())

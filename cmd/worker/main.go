@@ -14,9 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
-	"time"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/app"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/cli"
@@ -39,34 +37,20 @@ func main() {
 var version, commit string
 
 var command = cli.Command{
-	Name:     "worker",
-	Synopsis: "runs prefect-proxy's write jobs and relay deliveries from Redis; start as many as needed",
-	Usage:    "worker [flags]          work, with an ops port (/livez, /readyz, /metrics) on WORKER_LISTEN_ADDR\n  worker healthcheck      exit 0 if the worker on WORKER_LISTEN_ADDR answers GET /livez with 200, else 1",
-	Program:  config.Worker,
-	Version:  version,
-	Commit:   commit,
+	Name:       "worker",
+	Synopsis:   "runs prefect-proxy's write jobs and relay deliveries from Redis; start as many as needed",
+	Usage:      "worker [flags]          work, with an ops port (/livez, /readyz, /metrics) on WORKER_LISTEN_ADDR\n  worker healthcheck      exit 0 if the worker on WORKER_LISTEN_ADDR answers GET /livez with 200, else 1",
+	Program:    config.Worker,
+	Version:    version,
+	Commit:     commit,
+	HealthAddr: func(c config.Config) string { return c.WorkerListenAddr },
 }
 
 // run works until ctx ends, or runs the command in args. Errors carry their
 // exit status (cli.ExitError); --help and --version return nil.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	rest, err := cli.Parse(command, args, stdout, stderr)
-	if errors.Is(err, cli.ErrDone) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	cfg, err := config.Load(config.Env(getenv, ".env"))
-	switch {
-	case len(rest) == 1 && rest[0] == "healthcheck":
-		if err != nil {
-			return &cli.ExitError{Code: 1, Err: err}
-		}
-		return cli.Healthcheck(ctx, cfg.WorkerListenAddr, 5*time.Second, stdout)
-	case len(rest) > 0:
-		return cli.Usage("worker: unknown command %q; run 'worker --help'", strings.Join(rest, " "))
-	case err != nil:
+	cfg, done, err := cli.Prepare(ctx, command, args, getenv, stdout, stderr)
+	if done {
 		return err
 	}
 	if cfg.Embedded() {

@@ -7,29 +7,12 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/DalgoT4D/prefect-proxy-go/internal/cli/clitest"
 	"github.com/alicebob/miniredis/v2"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestRunNeedsRedisURL(t *testing.T) {
 	t.Parallel()
@@ -48,7 +31,7 @@ func TestRunServesLivezAndStops(t *testing.T) {
 		"WORKER_LISTEN_ADDR": "127.0.0.1:0",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout syncBuffer
+	var stdout clitest.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, &stdout, io.Discard) }()
 

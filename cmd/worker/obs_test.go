@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/DalgoT4D/prefect-proxy-go/internal/cli/clitest"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/obs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/testenv"
 )
@@ -45,7 +46,7 @@ func TestOpsPortReadinessAndMetricsToken(t *testing.T) {
 		"DJANGO_WEBHOOK_URL":                "http://127.0.0.1:1/webhooks/v1/notification/", // nothing listens
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout syncBuffer
+	var stdout clitest.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, &stdout, io.Discard) }()
 	defer func() {

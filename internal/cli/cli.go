@@ -115,6 +115,9 @@ type Command struct {
 	Version, Commit string
 	// Flags adds the command's own flags; may be nil.
 	Flags func(*flag.FlagSet)
+	// HealthAddr, when set, gives the listen address the "healthcheck"
+	// command probes (see Prepare).
+	HealthAddr func(config.Config) string
 }
 
 // ErrDone is returned by Parse when it has answered --help or --version:
@@ -148,6 +151,32 @@ func Parse(cmd Command, args []string, stdout, stderr io.Writer) ([]string, erro
 		return nil, ErrDone
 	}
 	return fs.Args(), nil
+}
+
+// Prepare is how a serving binary starts: Parse, then the configuration
+// from the environment and .env, then the "healthcheck" command when cmd has
+// a HealthAddr. done is true when the run function should return err
+// without serving: --help, --version and healthcheck were answered, or args
+// or the configuration are bad.
+func Prepare(ctx context.Context, cmd Command, args []string, getenv func(string) string, stdout, stderr io.Writer) (cfg config.Config, done bool, err error) {
+	rest, err := Parse(cmd, args, stdout, stderr)
+	if errors.Is(err, ErrDone) {
+		return cfg, true, nil
+	}
+	if err != nil {
+		return cfg, true, err
+	}
+	cfg, err = config.Load(config.Env(getenv, ".env"))
+	switch {
+	case len(rest) == 1 && rest[0] == "healthcheck" && cmd.HealthAddr != nil:
+		if err != nil {
+			return cfg, true, &ExitError{Code: 1, Err: err}
+		}
+		return cfg, true, Healthcheck(ctx, cmd.HealthAddr(cfg), 5*time.Second, stdout)
+	case len(rest) > 0:
+		return cfg, true, Usage("%s: unknown command %q; run '%s --help'", cmd.Name, strings.Join(rest, " "), cmd.Name)
+	}
+	return cfg, err != nil, err
 }
 
 // PrintUsage writes the full help of cmd.
