@@ -104,9 +104,11 @@ const (
 	// ran out.
 	wokenCheckInterval = time.Millisecond
 	// delayedTaskCheckInterval is how often the forwarder moves due retries
-	// (and scheduled tasks) back to their queue; a retry waits this much
-	// longer than its delay at most (asynq's default is 5 s).
-	delayedTaskCheckInterval = 500 * time.Millisecond
+	// (and scheduled tasks) back to their queue (asynq's default is 5 s). A
+	// retry runs at most this much after it is due; asynq keeps due times in
+	// whole seconds, so finer would not make retries more punctual. Each
+	// look is two Lua scripts per queue, the main idle cost after polling.
+	delayedTaskCheckInterval = time.Second
 )
 
 // ServerConfig configures a worker.
@@ -161,7 +163,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig) *asynq.Server {
 		// The pause between two looks at empty queues (see PollInterval).
 		TaskCheckInterval: check,
 		// Retries wait in asynq's retry set until the forwarder moves them
-		// back (every 5 s by default); the first retry is due within a second.
+		// back; the move wakes the workers (Wakeup).
 		DelayedTaskCheckInterval: delayedTaskCheckInterval,
 		RetryDelayFunc:           cfg.RetryDelay,
 		Logger:                   asynqLogger{cfg.Log},
