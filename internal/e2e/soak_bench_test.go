@@ -8,7 +8,8 @@ package e2e
 //	SOAK_DURATION=10m go test -run '^$' -bench Soak -benchtime 1x -timeout 30m -v ./internal/e2e/
 //
 // SOAK_DURATION (default 10m) and SOAK_RATE (requests per second, default
-// 500). Each second's requests are 50 % polls (GET /proxy/flow_runs/{id}/poll),
+// 500); SOAK_BIN=<dir> runs the api and worker binaries found there (an
+// older build) instead of this build's. Each second's requests are 50 % polls (GET /proxy/flow_runs/{id}/poll),
 // 20 % flow runs (GET /proxy/flow_runs/{id}, three Prefect calls), 20 %
 // synchronous writes (POST /proxy/deployments/{id}/flow_run, a job run by
 // the worker) and 10 % notifications (the relay's ingress, delivered to
@@ -174,8 +175,8 @@ func BenchmarkSoak(b *testing.B) {
 			// Finished jobs leave Redis soon, so Redis stays small on a long run.
 			"JOB_RETENTION": "2m",
 		}
-		api := testenv.StartAPI(b, env)
-		worker := testenv.StartWorker(b, env)
+		api := startFrom(b, os.Getenv("SOAK_BIN"), "api", env)
+		worker := startFrom(b, os.Getenv("SOAK_BIN"), "worker", env)
 		procs := []struct {
 			name string
 			p    *testenv.Proc
