@@ -132,13 +132,13 @@ capacity: deps
 # starts in an idle worker (docs/BENCHMARKS.md, "Idle").
 .PHONY: bench-idle bench-soak
 bench-idle: deps
-	$(GO) test -run '^$$' -bench IdleCPU -benchtime 1x ./internal/e2e/
+	$(GO) test -run '^$$' -bench IdleCPU -benchtime 1x -v ./internal/e2e/
 	$(GO) test -run '^$$' -bench QueuedToStarted -benchtime 500x ./internal/jobs/
 
 # RSS and goroutines of the api and a worker under a steady mixed load (docs/BENCHMARKS.md, "Soak").
 SOAK_DURATION ?= 10m
 bench-soak: deps
-	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -run '^$$' -bench Soak -benchtime 1x -timeout 90m ./internal/e2e/
+	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -run '^$$' -bench Soak -benchtime 1x -timeout 90m -v ./internal/e2e/
 
 .PHONY: bench
 bench: bench-idle bench-soak

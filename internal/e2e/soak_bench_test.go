@@ -168,13 +168,9 @@ func BenchmarkSoak(b *testing.B) {
 		rs := testenv.RedisFull(b)
 		dj := testenv.NewDjango(b, relayDjangoKey)
 		inKey := "soak-inbound"
-		env := map[string]string{
-			"REDIS_URL": rs.URL, "JOB_ENCRYPTION_KEY": testJobKey, "PREFECT_API_URL": prefect.URL + "/api",
-			"RELAY_INBOUND_KEY": inKey, "PREFECT_NOTIFICATIONS_WEBHOOK_KEY": relayDjangoKey,
-			"DJANGO_WEBHOOK_URL": dj.URL, "RELAY_RECONCILE_INTERVAL": "0", "LOG_LEVEL": "warn",
-			// Finished jobs leave Redis soon, so Redis stays small on a long run.
-			"JOB_RETENTION": "2m",
-		}
+		env := benchEnv(rs.URL, prefect.URL+"/api", dj, inKey)
+		// Finished jobs leave Redis soon, so Redis stays small on a long run.
+		env["JOB_RETENTION"] = "2m"
 		api := startFrom(b, os.Getenv("SOAK_BIN"), "api", env)
 		worker := startFrom(b, os.Getenv("SOAK_BIN"), "worker", env)
 		procs := []struct {

@@ -26,6 +26,24 @@ var wakeRedis = []struct {
 	{"redis-server", func(t *testing.T) string { return testenv.Redis(t) }},
 }
 
+// onEachRedis runs f as a parallel subtest on each of wakeRedis.
+func onEachRedis(t *testing.T, f func(t *testing.T, url string)) {
+	for _, r := range wakeRedis {
+		t.Run(r.name, func(t *testing.T) {
+			t.Parallel()
+			f(t, r.start(t))
+		})
+	}
+}
+
+// apiQueue is the api's side: its own client with its own Wakeup, which
+// only announces.
+func apiQueue(t *testing.T, url string) *asynq.Client {
+	api := connectT(t, url)
+	NewWakeup(api, quietLog())
+	return asynq.NewClientFromRedisClient(api)
+}
+
 func quietLog() *logrus.Logger {
 	l := logrus.New()
 	l.SetOutput(io.Discard)
@@ -94,88 +112,70 @@ func waitFor[T any](t *testing.T, ch <-chan T, what string) T {
 
 func TestWakeupStartsQueuedTaskFromAnotherProcess(t *testing.T) {
 	t.Parallel()
-	for _, r := range wakeRedis {
-		t.Run(r.name, func(t *testing.T) {
-			t.Parallel()
-			url := r.start(t)
-			started := make(chan string, 10)
-			wakeWorker(t, url, func(_ context.Context, tk *asynq.Task) error {
-				started <- string(tk.Payload())
-				return nil
-			})
-			// The api: its own client with its own Wakeup (announcing only).
-			api := connectT(t, url)
-			NewWakeup(api, quietLog())
-			cl := asynq.NewClientFromRedisClient(api)
-			for i, q := range []string{QueueCritical, QueueDefault, QueueCritical} {
-				time.Sleep(50 * time.Millisecond) // the worker is idle, waiting
-				payload := string(rune('a' + i))
-				if _, err := cl.Enqueue(asynq.NewTask("t", []byte(payload)), asynq.Queue(q)); err != nil {
-					t.Fatal(err)
-				}
-				if got := waitFor(t, started, "task on "+q); got != payload {
-					t.Fatalf("started %q, want %q", got, payload)
-				}
-			}
+	onEachRedis(t, func(t *testing.T, url string) {
+		started := make(chan string, 10)
+		wakeWorker(t, url, func(_ context.Context, tk *asynq.Task) error {
+			started <- string(tk.Payload())
+			return nil
 		})
-	}
+		cl := apiQueue(t, url)
+		for i, q := range []string{QueueCritical, QueueDefault, QueueCritical} {
+			time.Sleep(50 * time.Millisecond) // the worker is idle, waiting
+			payload := string(rune('a' + i))
+			if _, err := cl.Enqueue(asynq.NewTask("t", []byte(payload)), asynq.Queue(q)); err != nil {
+				t.Fatal(err)
+			}
+			if got := waitFor(t, started, "task on "+q); got != payload {
+				t.Fatalf("started %q, want %q", got, payload)
+			}
+		}
+	})
 }
 
 func TestWakeupRetriesMovedByTheForwarderStart(t *testing.T) {
 	t.Parallel()
-	for _, r := range wakeRedis {
-		t.Run(r.name, func(t *testing.T) {
-			t.Parallel()
-			url := r.start(t)
-			attempts := make(chan int, 10)
-			var n atomic.Int64
-			wakeWorker(t, url, func(context.Context, *asynq.Task) error {
-				attempts <- int(n.Add(1))
-				if n.Load() == 1 {
-					return errors.New("first attempt fails")
-				}
-				return nil
-			})
-			api := connectT(t, url)
-			NewWakeup(api, quietLog())
-			if _, err := asynq.NewClientFromRedisClient(api).Enqueue(asynq.NewTask("t", nil),
-				asynq.Queue(QueueDefault), asynq.MaxRetry(3)); err != nil {
-				t.Fatal(err)
+	onEachRedis(t, func(t *testing.T, url string) {
+		attempts := make(chan int, 10)
+		var n atomic.Int64
+		wakeWorker(t, url, func(context.Context, *asynq.Task) error {
+			attempts <- int(n.Add(1))
+			if n.Load() == 1 {
+				return errors.New("first attempt fails")
 			}
-			waitFor(t, attempts, "first attempt")
-			// The retry sits in the retry set until the forwarder moves it;
-			// that move must wake the (otherwise hour-long) idle processor.
-			waitFor(t, attempts, "retry")
+			return nil
 		})
-	}
+		if _, err := apiQueue(t, url).Enqueue(asynq.NewTask("t", nil), asynq.Queue(QueueDefault), asynq.MaxRetry(3)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, attempts, "first attempt")
+		// The retry sits in the retry set until the forwarder moves it;
+		// that move must wake the (otherwise hour-long) idle processor.
+		waitFor(t, attempts, "retry")
+	})
 }
 
 func TestWakeupIdleWorkerLooksOncePerInterval(t *testing.T) {
 	t.Parallel()
-	for _, r := range wakeRedis {
-		t.Run(r.name, func(t *testing.T) {
-			t.Parallel()
-			rdb := connectT(t, r.start(t))
-			wu := NewWakeup(rdb, quietLog())
-			counter := &scriptCounter{}
-			rdb.AddHook(counter)
-			queues := map[string]int{QueueCritical: 2, QueueDefault: 1}
-			srv := NewServer(rdb, ServerConfig{Concurrency: 1, Log: quietLog(), Wakeup: wu,
-				PollInterval: 100 * time.Millisecond, ShutdownTimeout: time.Second, Queues: queues})
-			if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil })); err != nil {
-				t.Fatal(err)
-			}
-			defer srv.Shutdown()
-			defer wu.Close()
-			time.Sleep(time.Second)
-			// About 10 looks of 2 scripts; polling every few milliseconds
-			// would be hundreds. A busy machine only makes it fewer.
-			t.Logf("%d dequeue scripts in 1 s", counter.dequeues.Load())
-			if got := counter.dequeues.Load(); got > 60 {
-				t.Fatalf("%d dequeue scripts in 1 s with a 100 ms idle interval", got)
-			}
-		})
-	}
+	onEachRedis(t, func(t *testing.T, url string) {
+		rdb := connectT(t, url)
+		wu := NewWakeup(rdb, quietLog())
+		counter := &scriptCounter{}
+		rdb.AddHook(counter)
+		queues := map[string]int{QueueCritical: 2, QueueDefault: 1}
+		srv := NewServer(rdb, ServerConfig{Concurrency: 1, Log: quietLog(), Wakeup: wu,
+			PollInterval: 100 * time.Millisecond, ShutdownTimeout: time.Second, Queues: queues})
+		if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil })); err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Shutdown()
+		defer wu.Close()
+		time.Sleep(time.Second)
+		// About 10 looks of 2 scripts; polling every few milliseconds
+		// would be hundreds. A busy machine only makes it fewer.
+		if got := counter.dequeues.Load(); got > 60 {
+			t.Fatalf("%d dequeue scripts in 1 s with a 100 ms idle interval", got)
+		}
+	})
 }
 
 func TestWakeupCloseReleasesAnIdleWorker(t *testing.T) {
