@@ -146,6 +146,11 @@ func (w *Worker) Start() error {
 		}
 	}
 	w.relay.Start()
+	if w.d.Config.Embedded() {
+		// The embedded Redis lives and dies with this process, and so do
+		// its tasks: no other worker can die holding one.
+		return nil
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.stopSweeper, w.sweeperDone = cancel, make(chan struct{})
 	go func() {
