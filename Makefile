@@ -127,8 +127,21 @@ capacity: deps
 	$(GO) test -run '^$$' -bench Capacity -benchtime 1x -v ./internal/e2e/
 	$(GO) test -run '^$$' -bench EnqueueConfirm -benchtime 3000x ./internal/jobs/
 
+# Idle CPU of the api, a worker and redis-server (this build; IDLE_BASELINE_BIN=<dir of
+# an older build's api and worker> measures both, alternately), and how soon a queued task
+# starts in an idle worker (docs/BENCHMARKS.md, "Idle").
+.PHONY: bench-idle bench-soak
+bench-idle: deps
+	$(GO) test -run '^$$' -bench IdleCPU -benchtime 1x -v ./internal/e2e/
+	$(GO) test -run '^$$' -bench QueuedToStarted -benchtime 500x ./internal/jobs/
+
+# RSS and goroutines of the api and a worker under a steady mixed load (docs/BENCHMARKS.md, "Soak").
+SOAK_DURATION ?= 10m
+bench-soak: deps
+	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -run '^$$' -bench Soak -benchtime 1x -timeout 90m -v ./internal/e2e/
+
 .PHONY: bench
-bench:
+bench: bench-idle bench-soak
 	$(GO) test -run '^$$' -bench 'Poll/upstream=fast-fake' -benchtime 4000x ./internal/bench/
 	$(GO) test -run '^$$' -bench 'History' -benchtime 10x ./internal/bench/
 	@if [ -n "$$BENCH_PREFECT_URL" ]; then $(GO) test -run '^$$' -bench 'Poll/upstream=prefect' -benchtime 400x ./internal/bench/; fi

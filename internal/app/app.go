@@ -37,7 +37,10 @@ type App struct {
 	Registry *prometheus.Registry
 	// Redis is the process's one Redis client: the api, the jobs client and
 	// its inspector, the asynq server, the relay and asynqmon all use it.
-	Redis   redis.UniversalClient
+	Redis redis.UniversalClient
+	// Wakeup announces the tasks this process queues to idle workers, and
+	// wakes this process's own worker (embedded mode, cmd/worker).
+	Wakeup  *jobs.Wakeup
 	Prefect *prefect.Client
 	Proxy   *proxy.Service
 	Ops     *writes.Ops
@@ -66,6 +69,9 @@ func New(cfg config.Config, log *logrus.Logger) (*App, error) {
 	}
 	a.Redis = rdb
 	a.closers = append(a.closers, func() { _ = rdb.Close() })
+	// Every task this process queues wakes idle workers (jobs.Wakeup).
+	a.Wakeup = jobs.NewWakeup(rdb, log.WithField("component", "jobs"))
+	a.closers = append(a.closers, a.Wakeup.Close)
 	a.Prefect = prefect.New(prefect.Config{
 		BaseURL:    cfg.PrefectURL,
 		Timeout:    cfg.PrefectTimeout,
@@ -103,7 +109,7 @@ func (a *App) Ping(ctx context.Context) error {
 // deliveries when it is on). Stop it before Close.
 func (a *App) StartWorker() (*worker.Worker, error) {
 	w, err := worker.New(worker.Deps{Config: a.Config, Log: a.Log, Redis: a.Redis, Prefect: a.Prefect,
-		Registry: a.Registry, Ops: a.Ops.Registry(), PollInterval: a.Config.WorkerPollInterval})
+		Registry: a.Registry, Ops: a.Ops.Registry(), Wakeup: a.Wakeup, PollInterval: a.Config.WorkerPollInterval})
 	if err != nil {
 		return nil, err
 	}

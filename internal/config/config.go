@@ -48,8 +48,8 @@ type Config struct {
 	// RelayConcurrency is the size of the worker's second pool, serving only
 	// relay deliveries and the reconciler.
 	RelayConcurrency int
-	// WorkerPollInterval is how often an idle worker asks Redis for jobs: the
-	// floor of a synchronous write's latency, and an idle worker's CPU cost.
+	// WorkerPollInterval is how long an idle worker waits for a wake-up
+	// before it asks Redis for jobs anyway (jobs.Wakeup).
 	WorkerPollInterval time.Duration
 	JobMaxAttempts     int
 	// JobRetryWindow is how long a write job retries a retryable failure,
@@ -170,9 +170,6 @@ func Load(getenv func(string) string, opts ...Option) (Config, error) {
 	c.RelayReconcileExplicit = getenv("RELAY_RECONCILE_INTERVAL") != ""
 	if c.WorkerPollInterval == 0 {
 		c.WorkerPollInterval = jobs.DefaultPollInterval
-		if c.Embedded() {
-			c.WorkerPollInterval = jobs.DefaultEmbeddedPollInterval
-		}
 	}
 	if c.RedisURL != "" {
 		l.redisURL("REDIS_URL", c.RedisURL)

@@ -45,7 +45,7 @@ func TestDefaults(t *testing.T) {
 		{"JobKeyGenerated", c.JobKeyGenerated, true},
 		{"JobEncryptionKey len", len(c.JobEncryptionKey), 32},
 		{"LogFormat", c.LogFormat, "json"},
-		{"WorkerPollInterval (embedded)", c.WorkerPollInterval, 50 * time.Millisecond},
+		{"WorkerPollInterval (embedded)", c.WorkerPollInterval, time.Second},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -73,8 +73,8 @@ func TestValues(t *testing.T) {
 	if c.RelayInboundKey != "k1" {
 		t.Errorf("RelayInboundKey defaults to the Django key, got %q", c.RelayInboundKey)
 	}
-	if c.WorkerPollInterval != 5*time.Millisecond {
-		t.Errorf("with Redis the worker polls every 5ms by default, got %v", c.WorkerPollInterval)
+	if c.WorkerPollInterval != time.Second {
+		t.Errorf("with Redis an idle worker looks every 1s without a wake-up by default, got %v", c.WorkerPollInterval)
 	}
 	if c.RelayReconcileInterval != 0 || !c.RelayReconcileExplicit || !c.RelayEnabled() {
 		t.Errorf("RELAY_RECONCILE_INTERVAL=0 turns the reconciler off, explicitly; got %v %v %v",

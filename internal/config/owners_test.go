@@ -36,7 +36,7 @@ func TestTableDefaultsAreThePackagesDefaults(t *testing.T) {
 		{"WORKER_CONCURRENCY", c.WorkerConcurrency, jobs.DefaultConcurrency},
 		{"RELAY_CONCURRENCY", c.RelayConcurrency, jobs.DefaultRelayConcurrency},
 		{"JOB_RETRY_WINDOW", c.JobRetryWindow, jobs.DefaultRetryWindow},
-		{"WORKER_POLL_INTERVAL (embedded)", c.WorkerPollInterval, jobs.DefaultEmbeddedPollInterval},
+		{"WORKER_POLL_INTERVAL (embedded)", c.WorkerPollInterval, jobs.DefaultPollInterval},
 		{"WORKER_POLL_INTERVAL", withRedis.WorkerPollInterval, jobs.DefaultPollInterval},
 		{"PREFECT_DEFAULT_WORK_POOL", c.DefaultWorkPool, proxy.DefaultWorkPool},
 		{"PREFECT_DEFAULT_WORK_QUEUE", c.DefaultWorkQueue, proxy.DefaultWorkQueue},

@@ -52,7 +52,7 @@ func Vars() []Var {
 		{Name: "JOB_RETENTION", Default: "24h", Usage: "how long job results and idempotency keys are kept", For: API | Worker},
 		{Name: "WORKER_CONCURRENCY", Default: "10", Usage: "parallel write jobs per worker process (queues critical and default)", For: API | Worker},
 		{Name: "RELAY_CONCURRENCY", Default: "10", Usage: "parallel relay deliveries and reconciler runs per worker process, in their own pool so a slow Django never holds a write job's slot (unused while the relay is off)", For: API | Worker},
-		{Name: "WORKER_POLL_INTERVAL", Note: "5ms; 50ms embedded", Usage: "how often an idle worker looks for jobs", For: API | Worker},
+		{Name: "WORKER_POLL_INTERVAL", Default: "1s", Usage: "how long an idle worker waits for a wake-up before it looks for jobs anyway (whoever queues a job wakes the workers at once; this bounds the delay of a lost wake-up)", For: API | Worker},
 		{Name: "JOB_RETRY_WINDOW", Default: "30m", Usage: "how long a write job keeps retrying a retryable Prefect failure (5xx, timeout, refused connection), counted from when it was queued; backoff is capped at 50 s (60 s with jitter)", For: API | Worker},
 		{Name: "JOB_MAX_ATTEMPTS", Default: "100", Usage: "cap on a write job's attempts on top of JOB_RETRY_WINDOW (100 covers a window of about 75 min); raise it with a longer window", For: API | Worker},
 		{Name: "JOB_ENCRYPTION_KEY", Note: "random if embedded", Usage: "32 random bytes, base64, sealing job payloads in Redis; required with REDIS_URL", For: API | Worker},

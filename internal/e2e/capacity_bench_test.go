@@ -49,11 +49,7 @@ func BenchmarkCapacity(b *testing.B) {
 		rs := testenv.RedisFull(b)
 		dj := testenv.NewDjango(b, relayDjangoKey)
 		inKey := "bench-inbound"
-		env := map[string]string{
-			"REDIS_URL": rs.URL, "JOB_ENCRYPTION_KEY": testJobKey, "PREFECT_API_URL": prefect.URL + "/api",
-			"RELAY_INBOUND_KEY": inKey, "PREFECT_NOTIFICATIONS_WEBHOOK_KEY": relayDjangoKey,
-			"DJANGO_WEBHOOK_URL": dj.URL, "RELAY_RECONCILE_INTERVAL": "0", "LOG_LEVEL": "warn",
-		}
+		env := benchEnv(rs.URL, prefect.URL+"/api", dj, inKey)
 		base := info(b, rs.Addr)
 		api := testenv.StartAPI(b, env)
 		afterAPI := info(b, rs.Addr)
@@ -115,6 +111,16 @@ func BenchmarkCapacity(b *testing.B) {
 			perK(notesQueued.mem, beforeNotes.mem), perK(notesDone.mem, beforeNotes.mem))
 		b.Logf("Redis connections: api idle %d, api under 16 concurrent writers %d; a worker idle %d, api + worker while the worker drained %d (its own INFO connection excluded)",
 			afterAPI.clients-base.clients, *apiPeak-base.clients, afterWorker.clients-afterAPI.clients, peakClients-base.clients)
+	}
+}
+
+// benchEnv configures an api and a worker for a benchmark on a real Redis
+// with a fake Prefect, the relay on (delivering to dj) and quiet logs.
+func benchEnv(redisURL, prefectAPI string, dj *testenv.Django, inboundKey string) map[string]string {
+	return map[string]string{
+		"REDIS_URL": redisURL, "JOB_ENCRYPTION_KEY": testJobKey, "PREFECT_API_URL": prefectAPI,
+		"RELAY_INBOUND_KEY": inboundKey, "PREFECT_NOTIFICATIONS_WEBHOOK_KEY": relayDjangoKey,
+		"DJANGO_WEBHOOK_URL": dj.URL, "RELAY_RECONCILE_INTERVAL": "0", "LOG_LEVEL": "warn",
 	}
 }
 

@@ -165,22 +165,22 @@ type orphan struct {
 	lease     float64
 }
 
-// read fetches, in one round trip after two small reads, the queues, the
-// live servers' task lists and every queue's leases.
+// read fetches, in two round trips, the queues, the live servers' task
+// lists and every queue's leases.
 func (s *Sweeper) read(ctx context.Context) (queues, workerKeys []string, leases []*redis.ZSliceCmd, live map[string]bool, err error) {
 	rdb := s.cfg.Redis
-	if queues, err = rdb.SMembers(ctx, asynqAllQueues).Result(); err != nil {
-		return nil, nil, nil, nil, err
-	}
+	pipe := rdb.Pipeline()
+	queuesCmd := pipe.SMembers(ctx, asynqAllQueues)
 	// Members are scored with their expiry by the writer's clock; ones
 	// expired for over a minute (more than any clock skew) are keys Redis
 	// has long dropped. asynq prunes them only when asked for its servers.
-	workerKeys, err = rdb.ZRangeByScore(ctx, asynqAllWorkers, &redis.ZRangeBy{
-		Min: strconv.FormatInt(s.cfg.Now().Add(-time.Minute).Unix(), 10), Max: "+inf"}).Result()
-	if err != nil {
+	workersCmd := pipe.ZRangeByScore(ctx, asynqAllWorkers, &redis.ZRangeBy{
+		Min: strconv.FormatInt(s.cfg.Now().Add(-time.Minute).Unix(), 10), Max: "+inf"})
+	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, nil, nil, nil, err
 	}
-	pipe := rdb.Pipeline()
+	queues, workerKeys = queuesCmd.Val(), workersCmd.Val()
+	pipe = rdb.Pipeline()
 	running := make([]*redis.StringSliceCmd, len(workerKeys))
 	for i, k := range workerKeys {
 		running[i] = pipe.HKeys(ctx, k)

@@ -3,6 +3,7 @@
 package jobs
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -89,14 +90,25 @@ func (e *Embedded) Close() {
 const (
 	DefaultConcurrency      = 10
 	DefaultRelayConcurrency = 10
-	// DefaultPollInterval keeps a synchronous write within ~5 ms of calling
-	// Prefect inline (docs/BENCHMARKS.md, "Jobs").
-	DefaultPollInterval = 5 * time.Millisecond
-	// DefaultEmbeddedPollInterval is the default with the embedded Redis,
-	// which runs asynq's Lua scripts inside the api process: polling every
-	// 5 ms there costs a third of a core while idle — too much for a laptop,
-	// and latency matters less there.
-	DefaultEmbeddedPollInterval = 50 * time.Millisecond
+	// DefaultPollInterval is how often an idle worker with a Wakeup looks at
+	// its queues although no wake-up came: the most a lost wake-up delays a
+	// task (docs/BENCHMARKS.md, "Idle").
+	DefaultPollInterval = time.Second
+	// plainPollInterval is the default of a server without a Wakeup, which
+	// has nothing but polling to find its tasks (tests, benchmarks).
+	plainPollInterval = 5 * time.Millisecond
+	// wokenCheckInterval is asynq's TaskCheckInterval with a Wakeup: the
+	// pause before it looks at all its queues again after a look that found
+	// none ready, which with a Wakeup happens only when a wake-up came for
+	// a queue other than the last one looked at, or when the idle interval
+	// ran out.
+	wokenCheckInterval = time.Millisecond
+	// delayedTaskCheckInterval is how often the forwarder moves due retries
+	// (and scheduled tasks) back to their queue (asynq's default is 5 s). A
+	// retry runs at most this much after it is due; asynq keeps due times in
+	// whole seconds, so finer would not make retries more punctual. Each
+	// look is two Lua scripts per queue, the main idle cost after polling.
+	delayedTaskCheckInterval = time.Second
 )
 
 // ServerConfig configures a worker.
@@ -107,11 +119,14 @@ type ServerConfig struct {
 	// RetryDelay picks the delay before a failed task's next attempt; nil
 	// means asynq's default. internal/worker dispatches it by task type.
 	RetryDelay asynq.RetryDelayFunc
-	// PollInterval is asynq's TaskCheckInterval (default DefaultPollInterval): an idle
-	// worker looks for a new job every 0.5–1.5× this, so it is most of what
-	// the job system adds to a synchronous write. Measured (docs/BENCHMARKS.md,
-	// "Jobs"): p50 added 18.5 ms at 20 ms, 4.4 ms at 5 ms; an idle worker costs
-	// 3.5 % / 7 % of a core and Redis 1.2 % / 2 %.
+	// Wakeup, when set, tells the server's idle processor that a task was
+	// queued (see Wakeup), so it looks at its queues when told and every
+	// PollInterval otherwise. Nil: it polls every PollInterval.
+	Wakeup *Wakeup
+	// PollInterval is how often an idle server looks at its queues when
+	// nothing tells it to: default DefaultPollInterval with a Wakeup, 5 ms
+	// without (asynq's TaskCheckInterval; each look costs a Lua script per
+	// queue, so polling that often keeps a worker and its Redis busy).
 	PollInterval time.Duration
 	// Queues and their weights; nil: QueueWeights().
 	Queues map[string]int
@@ -123,22 +138,33 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig) *asynq.Server {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 20 * time.Second
 	}
-	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = DefaultPollInterval
-	}
 	if cfg.Queues == nil {
 		cfg.Queues = QueueWeights()
+	}
+	check := cfg.PollInterval
+	switch {
+	case cfg.Wakeup != nil:
+		if cfg.PollInterval <= 0 {
+			cfg.PollInterval = DefaultPollInterval
+		}
+		queues := make([]string, 0, len(cfg.Queues))
+		for q := range cfg.Queues {
+			queues = append(queues, q)
+		}
+		cfg.Wakeup.Watch(context.Background(), queues, cfg.PollInterval)
+		check = min(wokenCheckInterval, cfg.PollInterval)
+	case check <= 0:
+		check = plainPollInterval
 	}
 	return asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:     cfg.Concurrency,
 		Queues:          cfg.Queues,
 		ShutdownTimeout: cfg.ShutdownTimeout,
-		// asynq polls an empty queue every TaskCheckInterval; its default 1 s
-		// would add up to a second to every synchronous write.
-		TaskCheckInterval: cfg.PollInterval,
+		// The pause between two looks at empty queues (see PollInterval).
+		TaskCheckInterval: check,
 		// Retries wait in asynq's retry set until the forwarder moves them
-		// back (every 5 s by default); the first retry is due within a second.
-		DelayedTaskCheckInterval: 250 * time.Millisecond,
+		// back; the move wakes the workers (Wakeup).
+		DelayedTaskCheckInterval: delayedTaskCheckInterval,
 		RetryDelayFunc:           cfg.RetryDelay,
 		Logger:                   asynqLogger{cfg.Log},
 		LogLevel:                 asynq.WarnLevel,

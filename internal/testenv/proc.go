@@ -287,11 +287,30 @@ func StartWorkerProcess(env map[string]string) (*Proc, error) {
 	return startBinary("worker", env, "WORKER_LISTEN_ADDR", workerReady)
 }
 
+// StartBinaryIn starts the binary name ("api" or "worker") found in dir
+// instead of the ones Binaries builds: a benchmark runs an older build next
+// to this one with it. It is stopped when the test ends.
+func StartBinaryIn(tb testing.TB, dir, name string, env map[string]string) *Proc {
+	tb.Helper()
+	addrVar, ready := "LISTEN_ADDR", apiReady
+	if name == "worker" {
+		addrVar, ready = "WORKER_LISTEN_ADDR", workerReady
+	}
+	p, err := startBinaryIn(dir, name, env, addrVar, ready)
+	must(tb, err, "start "+name+" from "+dir)
+	cleanupProc(tb, p)
+	return p
+}
+
 func startBinary(name string, env map[string]string, addrVar string, ready *regexp.Regexp) (*Proc, error) {
 	dir, err := Binaries()
 	if err != nil {
 		return nil, err
 	}
+	return startBinaryIn(dir, name, env, addrVar, ready)
+}
+
+func startBinaryIn(dir, name string, env map[string]string, addrVar string, ready *regexp.Regexp) (*Proc, error) {
 	m := map[string]string{addrVar: "127.0.0.1:0", "LOG_FORMAT": "text", "LOG_LEVEL": "debug"}
 	for k, v := range env {
 		m[k] = v

@@ -59,6 +59,7 @@ func (w *Worker) newPool(m *poolMetrics, name string, concurrency, def int, queu
 			Queues:          queues,
 			Concurrency:     concurrency,
 			ShutdownTimeout: w.d.ShutdownTimeout,
+			Wakeup:          w.d.Wakeup,
 			PollInterval:    w.d.PollInterval,
 			Log:             w.d.Log.WithField("component", "worker").WithField("pool", name),
 			RetryDelay:      w.retryDelay,

@@ -37,7 +37,11 @@ type Deps struct {
 	// ShutdownTimeout bounds how long in-flight jobs may finish on SIGTERM
 	// before they go back to the queue; default 20 s.
 	ShutdownTimeout time.Duration
-	// PollInterval is how often an idle worker looks for jobs (default 5 ms).
+	// Wakeup announces queued tasks to idle workers (jobs.Wakeup); nil: the
+	// worker installs one on Redis and closes it on Shutdown.
+	Wakeup *jobs.Wakeup
+	// PollInterval is how often an idle worker looks for jobs when no
+	// wake-up came (default jobs.DefaultPollInterval).
 	PollInterval time.Duration
 }
 
@@ -67,6 +71,9 @@ type Worker struct {
 
 // New builds a worker with every write op registered; Start begins fetching jobs.
 func New(d Deps) (*Worker, error) {
+	if d.Wakeup == nil {
+		d.Wakeup = jobs.NewWakeup(d.Redis, d.Log.WithField("component", "jobs"))
+	}
 	w := &Worker{
 		d:      d,
 		rdb:    d.Redis,
@@ -139,6 +146,11 @@ func (w *Worker) Start() error {
 		}
 	}
 	w.relay.Start()
+	if w.d.Config.Embedded() {
+		// The embedded Redis lives and dies with this process, and so do
+		// its tasks: no other worker can die holding one.
+		return nil
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.stopSweeper, w.sweeperDone = cancel, make(chan struct{})
 	go func() {
@@ -157,6 +169,8 @@ func (w *Worker) Shutdown() {
 		<-w.sweeperDone
 	}
 	w.relay.Stop()
+	// Idle processors stop waiting for wake-ups, so the pools stop at once.
+	w.d.Wakeup.Close()
 	// Both pools drain at once, so shutdown takes one ShutdownTimeout.
 	var wg sync.WaitGroup
 	for _, p := range []*pool{w.write, w.relayPool} {
