@@ -1,9 +1,12 @@
 package httpapi
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -447,5 +450,112 @@ func TestGraphRoutesChunkManyNodes(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// The fan-out reads ask together what does not depend on an earlier answer,
+// and make no more Prefect calls than the sequential reads did. Each case's
+// first calls are held until all of them have arrived: a read that waited for
+// one before making another would hold them forever (and fail after 10 s).
+func TestFanOutReadsCallsAndRoundTrips(t *testing.T) {
+	t.Parallel()
+	s := newScenario()
+	graph := func(r *fakeRun) string { return "GET /flow_runs/" + r.ID + "/graph-v2" }
+	const tasks, runs, logs = "POST /task_runs/filter", "POST /flow_runs/filter", "POST /logs/filter"
+	cases := []struct {
+		name  string
+		path  string
+		first []string       // asked at once
+		calls map[string]int // all calls; before: what the sequential read made
+	}{
+		{"route 21: the run and its first two levels of task runs (before: 4 calls, 4 round trips)",
+			"/proxy/flow_runs/" + s.r1.ID, []string{"GET /flow_runs/" + s.r1.ID, tasks},
+			map[string]int{"GET /flow_runs/" + s.r1.ID: 1, tasks: 2}},
+		{"route 21 without subflows: one round trip (before: 2)",
+			"/proxy/flow_runs/" + s.r2.ID, []string{"GET /flow_runs/" + s.r2.ID, tasks},
+			map[string]int{"GET /flow_runs/" + s.r2.ID: 1, tasks: 1}},
+		{"route 28: graph-v2, task runs and subflows at once (before: 3 calls, 2 round trips)",
+			"/proxy/flow_runs/graph/" + s.r1.ID, []string{graph(s.r1), tasks, runs},
+			map[string]int{graph(s.r1): 1, tasks: 1, runs: 1}},
+		{"route 27: graph-v2 with task runs and their logs, then the subflow's run and logs (before: 5 calls, 2 round trips)",
+			"/proxy/flow_runs/v1/logs/" + s.r1.ID, []string{graph(s.r1), tasks, logs},
+			map[string]int{graph(s.r1): 1, tasks: 1, logs: 2, runs: 1}},
+		{"route 27 without subflows: one round trip (before: 3 calls, 2 round trips)",
+			"/proxy/flow_runs/v1/logs/" + s.r2.ID, []string{graph(s.r2), tasks, logs},
+			map[string]int{graph(s.r2): 1, tasks: 1, logs: 1}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			world := prefecttest.New(t)
+			s.w.install(world)
+			var mu sync.Mutex
+			waiting := map[string]bool{}
+			for _, k := range tc.first {
+				waiting[k] = true
+			}
+			all := make(chan struct{})
+			front := prefecttest.New(t)
+			front.Handle("/", func(w http.ResponseWriter, r *http.Request) {
+				key := r.Method + " " + strings.TrimPrefix(r.URL.Path, "/api")
+				mu.Lock()
+				if waiting[key] {
+					delete(waiting, key)
+					if len(waiting) == 0 {
+						close(all)
+					}
+				}
+				mu.Unlock()
+				select {
+				case <-all:
+				case <-time.After(10 * time.Second):
+					t.Errorf("%s waited for %v: not asked at once", key, tc.first)
+				}
+				proxyTo(t, world, w, r)
+			})
+			code, body := serveReads(t, apiWithClient(t, front.Client()), "GET", tc.path, "")
+			if code != 200 {
+				t.Fatalf("status %d: %s", code, body)
+			}
+			got := map[string]int{}
+			for _, c := range front.Calls() {
+				got[c.Method+" "+strings.TrimPrefix(c.Path, "/api")]++
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.calls) {
+				t.Fatalf("calls %v, want %v", got, tc.calls)
+			}
+		})
+	}
+}
+
+// A guess that fails (a Prefect without the filter, a transient error) costs
+// the calls by id the read would have made, never a different answer.
+func TestFanOutReadsSurviveAFailedGuess(t *testing.T) {
+	t.Parallel()
+	s := newScenario()
+	for _, path := range []string{"/proxy/flow_runs/graph/" + s.r1.ID, "/proxy/flow_runs/v1/logs/" + s.r1.ID} {
+		t.Run(path, func(t *testing.T) {
+			t.Parallel()
+			_, h := flowRunsAPI(t, s.w)
+			_, want := serveReads(t, h, "GET", path, "")
+			world := prefecttest.New(t)
+			s.w.install(world)
+			front := prefecttest.New(t)
+			front.Handle("/", func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				r.Body = io.NopCloser(bytes.NewReader(b))
+				body := string(b)
+				if strings.Contains(body, "parent_flow_run_id") || strings.Contains(body, "is_null_") ||
+					(strings.HasSuffix(r.URL.Path, "/task_runs/filter") && strings.Contains(body, `"flow_runs"`)) {
+					prefecttest.Write(w, 422, map[string]any{"detail": "unknown filter"})
+					return
+				}
+				proxyTo(t, world, w, r)
+			})
+			code, got := serveReads(t, apiWithClient(t, front.Client()), "GET", path, "")
+			if code != 200 || got != want {
+				t.Fatalf("%d %s\nwant %s", code, got, want)
+			}
+		})
 	}
 }

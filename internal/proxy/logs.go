@@ -107,8 +107,10 @@ type NodeLogs struct {
 // graph-v2 node in breadth-first order, its state and its logs oldest first —
 // a subflow node gets every log of that subflow run, a task node the logs of
 // that task run. Python made 2 calls per node and kept 200 logs per node;
-// this makes graph-v2 then four batched calls in parallel (flow runs, task
-// runs, logs by flow_run_id, logs by task_run_id), paged, so no log is cut.
+// this pages, so no log is cut, and makes at most two round trips: graph-v2
+// together with the run's task runs and their logs (both asked by the run's
+// id), then, only when the run has subflows, the subflow runs and their logs
+// by the ids graph-v2 gave.
 func (s *Service) FlowRunLogsByNode(ctx context.Context, id string) ([]NodeLogs, error) {
 	const msg = "failed to fetch logs for flow_run"
 	cid, ok := canonicalID(id)
@@ -116,7 +118,11 @@ func (s *Service) FlowRunLogsByNode(ctx context.Context, id string) ([]NodeLogs,
 		return nil, badID(msg)
 	}
 	out, err := sharedRead(ctx, s, "logsv1:"+cid, func(ctx context.Context) ([]NodeLogs, error) {
-		nodes, err := s.graphNodes(ctx, cid)
+		var nodes []graphNode
+		var tasks, taskLogs guess
+		err := withSpeculation(ctx,
+			func(ctx context.Context) (err error) { nodes, err = s.graphNodes(ctx, cid); return err },
+			tasks.of(s.taskRunsOf, cid), taskLogs.of(s.taskLogsOf, cid))
 		if err != nil {
 			return nil, err
 		}
@@ -126,46 +132,34 @@ func (s *Service) FlowRunLogsByNode(ctx context.Context, id string) ([]NodeLogs,
 			case "flow-run":
 				flowIDs = append(flowIDs, n.ID)
 			case "task-run":
-				taskIDs = append(taskIDs, n.ID)
+				if !taskLogs.ok {
+					taskIDs = append(taskIDs, n.ID)
+				}
 			}
 		}
 		var objs map[string]runObj
-		var flowLogs, taskLogs []json.RawMessage
+		var flowLogs []json.RawMessage
 		g, gctx := errgroup.WithContext(ctx)
-		g.Go(func() (err error) { objs, err = s.nodeRuns(gctx, nodes); return err })
+		g.Go(func() (err error) { objs, err = s.nodeRuns(gctx, nodes, tasks.rows); return err })
 		g.Go(func() (err error) {
 			flowLogs, err = s.filterByIDs(gctx, "/logs/filter", flowIDs, func(c []string) map[string]any {
 				return map[string]any{"logs": map[string]any{"flow_run_id": map[string]any{"any_": c}}, "sort": "TIMESTAMP_ASC"}
 			})
 			return err
 		})
-		g.Go(func() (err error) {
-			taskLogs, err = s.filterByIDs(gctx, "/logs/filter", taskIDs, func(c []string) map[string]any {
+		g.Go(func() error { // only when the guess failed
+			rows, err := s.filterByIDs(gctx, "/logs/filter", taskIDs, func(c []string) map[string]any {
 				return map[string]any{"logs": map[string]any{"task_run_id": map[string]any{"any_": c}}, "sort": "TIMESTAMP_ASC"}
 			})
+			taskLogs.rows = append(taskLogs.rows, rows...)
 			return err
 		})
 		if err := g.Wait(); err != nil {
 			return nil, err
 		}
-		byNode := map[string][]LogLine{}
-		fl, err := decodeLogs(uniqueByID(flowLogs))
+		byNode, err := logsByNode(flowLogs, taskLogs.rows)
 		if err != nil {
 			return nil, err
-		}
-		for _, l := range fl {
-			if l.FlowRunID != nil {
-				byNode[*l.FlowRunID] = append(byNode[*l.FlowRunID], l.LogLine)
-			}
-		}
-		tl, err := decodeLogs(uniqueByID(taskLogs))
-		if err != nil {
-			return nil, err
-		}
-		for _, l := range tl {
-			if l.TaskRunID != nil {
-				byNode[*l.TaskRunID] = append(byNode[*l.TaskRunID], l.LogLine)
-			}
 		}
 		out := make([]NodeLogs, len(nodes))
 		for i, n := range nodes {
@@ -184,4 +178,42 @@ func (s *Service) FlowRunLogsByNode(ctx context.Context, id string) ([]NodeLogs,
 		return out, nil
 	})
 	return out, translate(err, failed(msg))
+}
+
+// taskLogsOf reads, oldest first, the logs of every task run of a flow run:
+// those of its task-run nodes, asked by the flow run's id before graph-v2
+// names the nodes (a task run's logs carry its flow run's id).
+func (s *Service) taskLogsOf(ctx context.Context, flowRunID string) ([]json.RawMessage, error) {
+	return s.prefect.FilterAll(ctx, "/logs/filter", map[string]any{
+		"logs": map[string]any{
+			"flow_run_id": map[string]any{"any_": []string{flowRunID}},
+			"task_run_id": map[string]any{"is_null_": false},
+		},
+		"sort": "TIMESTAMP_ASC",
+	}, 0)
+}
+
+// logsByNode groups logs by node: a subflow's by its flow run, a task's by
+// its task run (flowLogs are subflow logs, taskLogs task-run logs).
+func logsByNode(flowLogs, taskLogs []json.RawMessage) (map[string][]LogLine, error) {
+	byNode := map[string][]LogLine{}
+	fl, err := decodeLogs(uniqueByID(flowLogs))
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range fl {
+		if l.FlowRunID != nil {
+			byNode[*l.FlowRunID] = append(byNode[*l.FlowRunID], l.LogLine)
+		}
+	}
+	tl, err := decodeLogs(uniqueByID(taskLogs))
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range tl {
+		if l.TaskRunID != nil {
+			byNode[*l.TaskRunID] = append(byNode[*l.TaskRunID], l.LogLine)
+		}
+	}
+	return byNode, nil
 }
