@@ -90,11 +90,14 @@ func TestFlowRunLogsByNode(t *testing.T) {
 	  "logs":[{"level":20,"timestamp":%q,"message":"c1 start"},{"level":20,"timestamp":%q,"message":"t3 says"}]}]`,
 		s.t1.ID, s.w.logs[1].TS.Format(time.RFC3339Nano), s.c1.ID,
 		s.w.logs[2].TS.Format(time.RFC3339Nano), s.w.logs[3].TS.Format(time.RFC3339Nano)))
-	// Logs are two batched calls (by flow_run_id, by task_run_id), not one per node.
+	// Logs are one batched call (subflows by flow_run_id or tasks by
+	// task_run_id), not one per node.
 	calls := fake.CallsTo("POST", "/logs/filter")
-	if len(calls) != 2 {
-		t.Fatalf("logs/filter calls = %d, want 2", len(calls))
+	if len(calls) != 1 {
+		t.Fatalf("logs/filter calls = %d, want 1", len(calls))
 	}
+	assertJSON(t, string(calls[0].Body), fmt.Sprintf(`{"limit":200,"offset":0,"sort":"TIMESTAMP_ASC",
+		"logs":{"operator":"or_","flow_run_id":{"any_":[%q]},"task_run_id":{"any_":[%q]}}}`, s.c1.ID, s.t1.ID))
 	// A node without logs has an empty list, not null.
 	_, body = serveReads(t, h, "GET", "/proxy/flow_runs/v1/logs/"+s.r2.ID, "")
 	if strings.Contains(body, `"logs":null`) || !strings.Contains(body, `"logs":[]`) {
@@ -474,14 +477,17 @@ func TestFanOutReadsCallsAndRoundTrips(t *testing.T) {
 		{"route 21 without subflows: one round trip (before: 2)",
 			"/proxy/flow_runs/" + s.r2.ID, []string{"GET /flow_runs/" + s.r2.ID, tasks},
 			map[string]int{"GET /flow_runs/" + s.r2.ID: 1, tasks: 1}},
-		{"route 28: graph-v2, task runs and subflows at once (before: 3 calls, 2 round trips)",
-			"/proxy/flow_runs/graph/" + s.r1.ID, []string{graph(s.r1), tasks, runs},
+		{"route 28: graph-v2 with the task runs, then the subflow (before: 3 calls, 2 round trips)",
+			"/proxy/flow_runs/graph/" + s.r1.ID, []string{graph(s.r1), tasks},
 			map[string]int{graph(s.r1): 1, tasks: 1, runs: 1}},
-		{"route 27: graph-v2 with task runs and their logs, then the subflow's run and logs (before: 5 calls, 2 round trips)",
-			"/proxy/flow_runs/v1/logs/" + s.r1.ID, []string{graph(s.r1), tasks, logs},
-			map[string]int{graph(s.r1): 1, tasks: 1, logs: 2, runs: 1}},
-		{"route 27 without subflows: one round trip (before: 3 calls, 2 round trips)",
-			"/proxy/flow_runs/v1/logs/" + s.r2.ID, []string{graph(s.r2), tasks, logs},
+		{"route 28 without subflows: one round trip (before: 2 calls, 2 round trips)",
+			"/proxy/flow_runs/graph/" + s.r2.ID, []string{graph(s.r2), tasks},
+			map[string]int{graph(s.r2): 1, tasks: 1}},
+		{"route 27: graph-v2 with the task runs, then the subflow and every node's logs in one call (before: 5 calls)",
+			"/proxy/flow_runs/v1/logs/" + s.r1.ID, []string{graph(s.r1), tasks},
+			map[string]int{graph(s.r1): 1, tasks: 1, logs: 1, runs: 1}},
+		{"route 27 without subflows (before: 3 calls)",
+			"/proxy/flow_runs/v1/logs/" + s.r2.ID, []string{graph(s.r2), tasks},
 			map[string]int{graph(s.r2): 1, tasks: 1, logs: 1}},
 	}
 	for _, tc := range cases {
@@ -545,8 +551,7 @@ func TestFanOutReadsSurviveAFailedGuess(t *testing.T) {
 				b, _ := io.ReadAll(r.Body)
 				r.Body = io.NopCloser(bytes.NewReader(b))
 				body := string(b)
-				if strings.Contains(body, "parent_flow_run_id") || strings.Contains(body, "is_null_") ||
-					(strings.HasSuffix(r.URL.Path, "/task_runs/filter") && strings.Contains(body, `"flow_runs"`)) {
+				if strings.HasSuffix(r.URL.Path, "/task_runs/filter") && strings.Contains(body, `"flow_runs"`) {
 					prefecttest.Write(w, 422, map[string]any{"detail": "unknown filter"})
 					return
 				}

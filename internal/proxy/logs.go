@@ -107,10 +107,10 @@ type NodeLogs struct {
 // graph-v2 node in breadth-first order, its state and its logs oldest first —
 // a subflow node gets every log of that subflow run, a task node the logs of
 // that task run. Python made 2 calls per node and kept 200 logs per node;
-// this pages, so no log is cut, and makes at most two round trips: graph-v2
-// together with the run's task runs and their logs (both asked by the run's
-// id), then, only when the run has subflows, the subflow runs and their logs
-// by the ids graph-v2 gave.
+// this pages, so no log is cut. Calls: graph-v2 and the run's task runs (asked
+// by the run's id) at once, then the logs of every node in one filter (a
+// subflow's by flow_run_id or a task's by task_run_id) alongside the subflow
+// runs by id, when there are subflow nodes: 3 calls, or 4 with subflows.
 func (s *Service) FlowRunLogsByNode(ctx context.Context, id string) ([]NodeLogs, error) {
 	const msg = "failed to fetch logs for flow_run"
 	cid, ok := canonicalID(id)
@@ -119,45 +119,22 @@ func (s *Service) FlowRunLogsByNode(ctx context.Context, id string) ([]NodeLogs,
 	}
 	out, err := sharedRead(ctx, s, "logsv1:"+cid, func(ctx context.Context) ([]NodeLogs, error) {
 		var nodes []graphNode
-		var tasks, taskLogs guess
+		var tasks guess
 		err := withSpeculation(ctx,
 			func(ctx context.Context) (err error) { nodes, err = s.graphNodes(ctx, cid); return err },
-			tasks.of(s.taskRunsOf, cid), taskLogs.of(s.taskLogsOf, cid))
+			tasks.of(s.taskRunsOf, cid))
 		if err != nil {
 			return nil, err
 		}
-		var flowIDs, taskIDs []string
-		for _, n := range nodes {
-			switch n.Kind {
-			case "flow-run":
-				flowIDs = append(flowIDs, n.ID)
-			case "task-run":
-				if !taskLogs.ok {
-					taskIDs = append(taskIDs, n.ID)
-				}
-			}
-		}
 		var objs map[string]runObj
-		var flowLogs []json.RawMessage
+		var logs []json.RawMessage
 		g, gctx := errgroup.WithContext(ctx)
 		g.Go(func() (err error) { objs, err = s.nodeRuns(gctx, nodes, tasks.rows); return err })
-		g.Go(func() (err error) {
-			flowLogs, err = s.filterByIDs(gctx, "/logs/filter", flowIDs, func(c []string) map[string]any {
-				return map[string]any{"logs": map[string]any{"flow_run_id": map[string]any{"any_": c}}, "sort": "TIMESTAMP_ASC"}
-			})
-			return err
-		})
-		g.Go(func() error { // only when the guess failed
-			rows, err := s.filterByIDs(gctx, "/logs/filter", taskIDs, func(c []string) map[string]any {
-				return map[string]any{"logs": map[string]any{"task_run_id": map[string]any{"any_": c}}, "sort": "TIMESTAMP_ASC"}
-			})
-			taskLogs.rows = append(taskLogs.rows, rows...)
-			return err
-		})
+		g.Go(func() (err error) { logs, err = s.nodeLogs(gctx, nodes); return err })
 		if err := g.Wait(); err != nil {
 			return nil, err
 		}
-		byNode, err := logsByNode(flowLogs, taskLogs.rows)
+		byNode, err := logsByNode(nodes, logs)
 		if err != nil {
 			return nil, err
 		}
@@ -180,38 +157,60 @@ func (s *Service) FlowRunLogsByNode(ctx context.Context, id string) ([]NodeLogs,
 	return out, translate(err, failed(msg))
 }
 
-// taskLogsOf reads, oldest first, the logs of every task run of a flow run:
-// those of its task-run nodes, asked by the flow run's id before graph-v2
-// names the nodes (a task run's logs carry its flow run's id).
-func (s *Service) taskLogsOf(ctx context.Context, flowRunID string) ([]json.RawMessage, error) {
-	return s.prefect.FilterAll(ctx, "/logs/filter", map[string]any{
-		"logs": map[string]any{
-			"flow_run_id": map[string]any{"any_": []string{flowRunID}},
-			"task_run_id": map[string]any{"is_null_": false},
-		},
-		"sort": "TIMESTAMP_ASC",
-	}, 0)
-}
-
-// logsByNode groups logs by node: a subflow's by its flow run, a task's by
-// its task run (flowLogs are subflow logs, taskLogs task-run logs).
-func logsByNode(flowLogs, taskLogs []json.RawMessage) (map[string][]LogLine, error) {
-	byNode := map[string][]LogLine{}
-	fl, err := decodeLogs(uniqueByID(flowLogs))
-	if err != nil {
-		return nil, err
-	}
-	for _, l := range fl {
-		if l.FlowRunID != nil {
-			byNode[*l.FlowRunID] = append(byNode[*l.FlowRunID], l.LogLine)
+// nodeLogs reads, oldest first, the logs of the nodes: every log of a subflow
+// run, a task run's own. Both kinds go in one or_ filter, chunked so that a
+// call carries at most idChunk ids.
+func (s *Service) nodeLogs(ctx context.Context, nodes []graphNode) ([]json.RawMessage, error) {
+	ids := make([]string, 0, len(nodes))
+	isFlow := make(map[string]bool, len(nodes))
+	for _, n := range nodes {
+		switch n.Kind {
+		case "flow-run":
+			isFlow[n.ID] = true
+			ids = append(ids, n.ID)
+		case "task-run":
+			ids = append(ids, n.ID)
 		}
 	}
-	tl, err := decodeLogs(uniqueByID(taskLogs))
+	return s.filterByIDs(ctx, "/logs/filter", ids, func(c []string) map[string]any {
+		var flows, tasks []string
+		for _, id := range c {
+			if isFlow[id] {
+				flows = append(flows, id)
+			} else {
+				tasks = append(tasks, id)
+			}
+		}
+		f := map[string]any{"operator": "or_"}
+		if len(flows) > 0 {
+			f["flow_run_id"] = map[string]any{"any_": flows}
+		}
+		if len(tasks) > 0 {
+			f["task_run_id"] = map[string]any{"any_": tasks}
+		}
+		return map[string]any{"logs": f, "sort": "TIMESTAMP_ASC"}
+	})
+}
+
+// logsByNode groups logs by node: a log of a subflow node's run (whatever
+// its task) belongs to that node, any other to its task run's node.
+func logsByNode(nodes []graphNode, rows []json.RawMessage) (map[string][]LogLine, error) {
+	flows := map[string]bool{}
+	for _, n := range nodes {
+		if n.Kind == "flow-run" {
+			flows[n.ID] = true
+		}
+	}
+	logs, err := decodeLogs(uniqueByID(rows))
 	if err != nil {
 		return nil, err
 	}
-	for _, l := range tl {
-		if l.TaskRunID != nil {
+	byNode := map[string][]LogLine{}
+	for _, l := range logs {
+		switch {
+		case l.FlowRunID != nil && flows[*l.FlowRunID]:
+			byNode[*l.FlowRunID] = append(byNode[*l.FlowRunID], l.LogLine)
+		case l.TaskRunID != nil:
 			byNode[*l.TaskRunID] = append(byNode[*l.TaskRunID], l.LogLine)
 		}
 	}
