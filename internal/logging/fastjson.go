@@ -39,7 +39,7 @@ func (f *fastJSON) Format(e *logrus.Entry) ([]byte, error) {
 		}
 		keys = append(keys, k)
 	}
-	if e.HasCaller() {
+	if e.Caller != nil { // reported callers add keys: logrus writes those
 		return f.std.Format(e)
 	}
 	keys = append(keys, logrus.FieldKeyTime, logrus.FieldKeyMsg, logrus.FieldKeyLevel)
