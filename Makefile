@@ -140,8 +140,20 @@ SOAK_DURATION ?= 10m
 bench-soak: deps
 	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -run '^$$' -bench Soak -benchtime 1x -timeout 90m -v ./internal/e2e/
 
+
+# Fan-out reads (routes 21, 27, 28: p50 and Prefect calls) and the poll's CPU
+# per request, proxy vs Prefect direct, interleaved. Real Prefect: BENCH_PREFECT_URL,
+# else one withprefect starts when the venv is installed; the fake always.
+.PHONY: bench-reads
+bench-reads:
+	$(GO) test -run '^$$' -bench 'Poll/upstream=fast-fake/clients=1$$' -benchtime 4000x ./internal/bench/
+	@if [ -z "$$BENCH_PREFECT_URL" ] && [ -f "$${PREFECT_VENV:-.venv/prefect-$(PREFECT_VERSION)}/.installed" ]; then \
+	  $(GO) build -o bin/withprefect ./internal/testenv/cmd/withprefect && \
+	  bin/withprefect -- $(GO) test -run '^$$' -bench 'Reads' -benchtime 100x ./internal/bench/; \
+	else $(GO) test -run '^$$' -bench 'Reads' -benchtime 100x ./internal/bench/; fi
+
 .PHONY: bench
-bench: bench-idle bench-soak
+bench: bench-idle bench-soak bench-reads
 	$(GO) test -run '^$$' -bench 'Poll/upstream=fast-fake' -benchtime 4000x ./internal/bench/
 	$(GO) test -run '^$$' -bench 'History' -benchtime 10x ./internal/bench/
 	@if [ -n "$$BENCH_PREFECT_URL" ]; then $(GO) test -run '^$$' -bench 'Poll/upstream=prefect' -benchtime 400x ./internal/bench/; fi

@@ -51,7 +51,18 @@ type World struct {
 	tasks     map[string]*taskRun
 	taskOrder []string
 	tasksOf   map[string][]*taskRun // by flow run id
+	logs      []*logLine            // oldest first
 }
+
+// logLine is one log of a task run (LogsPerTask per task run).
+type logLine struct {
+	flowRunID, taskRunID string
+	ts                   time.Time
+	body                 []byte
+}
+
+// LogsPerTask is how many log lines each task run of a World has.
+const LogsPerTask = 20
 
 // NewWorld generates a world. Every 10th run fails; every 7th has a task run
 // named DBT_TEST_FAILED inside its subflow, so the final-state logic has work.
@@ -99,9 +110,19 @@ func NewWorld(runs, tasksPerRun int) *World {
 	for _, r := range w.runs {
 		r.body = w.encodeRun(r)
 	}
-	for _, t := range w.tasks {
+	for _, id := range w.taskOrder {
+		t := w.tasks[id]
 		t.body = encodeTask(t)
+		for i := range LogsPerTask {
+			ts := t.start.Add(time.Duration(i) * time.Millisecond)
+			w.logs = append(w.logs, &logLine{flowRunID: t.flowRunID, taskRunID: t.id, ts: ts, body: mustMarshal(map[string]any{
+				"id": uuid.NewString(), "created": ts.Format(time.RFC3339Nano), "updated": ts.Format(time.RFC3339Nano),
+				"name": "prefect.task_runs", "level": 20, "message": fmt.Sprintf("%s line %02d", t.name, i),
+				"timestamp": ts.Format(time.RFC3339Nano), "flow_run_id": t.flowRunID, "task_run_id": t.id,
+			})})
+		}
 	}
+	sort.SliceStable(w.logs, func(i, j int) bool { return w.logs[i].ts.Before(w.logs[j].ts) })
 	return w
 }
 
@@ -226,6 +247,7 @@ func NewFake(w *World, latency time.Duration) *Fake {
 	f.route("POST /api/flow_runs/count", f.flowRunCount)
 	f.route("GET /api/task_runs/{id}", f.taskRun)
 	f.route("POST /api/task_runs/filter", f.taskRunFilter)
+	f.route("POST /api/logs/filter", f.logFilter)
 	f.route("GET /api/admin/version", func(w http.ResponseWriter, _ *http.Request) { writeRaw(w, 200, []byte(`"3.6.29"`)) })
 	f.route("/", func(w http.ResponseWriter, r *http.Request) {
 		writeRaw(w, http.StatusNotFound, []byte(`{"detail":"Not Found"}`))
@@ -377,6 +399,16 @@ func (t *timeFilter) match(v time.Time) bool {
 	return t == nil || (t.After == nil || !v.Before(*t.After)) && (t.Before == nil || !v.After(*t.Before))
 }
 
+type flowRunFilter struct {
+	Operator        string       `json:"operator"`
+	ID              *anyOf       `json:"id"`
+	DeploymentID    *anyOf       `json:"deployment_id"`
+	ParentTaskRunID *anyOf       `json:"parent_task_run_id"`
+	ParentFlowRunID *anyOf       `json:"parent_flow_run_id"`
+	State           *stateFilter `json:"state"`
+	StartTime       *timeFilter  `json:"start_time"`
+}
+
 // filterBody is the subset of Prefect's filter bodies the fake understands.
 // Unknown keys are ignored, as Prefect would not: keep the benchmarks to the
 // filters listed here.
@@ -384,15 +416,15 @@ type filterBody struct {
 	Deployments struct {
 		ID *anyOf `json:"id"`
 	} `json:"deployments"`
-	FlowRuns struct {
-		Operator        string       `json:"operator"`
-		ID              *anyOf       `json:"id"`
-		DeploymentID    *anyOf       `json:"deployment_id"`
-		ParentTaskRunID *anyOf       `json:"parent_task_run_id"`
-		ParentFlowRunID *anyOf       `json:"parent_flow_run_id"`
-		State           *stateFilter `json:"state"`
-		StartTime       *timeFilter  `json:"start_time"`
-	} `json:"flow_runs"`
+	FlowRuns flowRunFilter `json:"flow_runs"`
+	Logs     struct {
+		Operator  string `json:"operator"`
+		FlowRunID *anyOf `json:"flow_run_id"`
+		TaskRunID *struct {
+			anyOf
+			IsNull *bool `json:"is_null_"`
+		} `json:"task_run_id"`
+	} `json:"logs"`
 	TaskRuns struct {
 		Operator    string       `json:"operator"`
 		ID          *anyOf       `json:"id"`
@@ -462,6 +494,17 @@ func decodeFilter(w http.ResponseWriter, r *http.Request) (filterBody, bool) {
 	return fb, true
 }
 
+// match applies a flow-run filter to run (dep: its deployment, "" for a subflow).
+func (fr *flowRunFilter) match(run *flowRun, dep string) bool {
+	var start cond
+	if fr.StartTime != nil {
+		start = cond{true, fr.StartTime.match(run.start)}
+	}
+	return combine(fr.Operator, fr.DeploymentID.cond(dep), fr.ID.cond(run.id),
+		fr.ParentTaskRunID.cond(run.parentTaskRunID), fr.ParentFlowRunID.cond(run.parentRunID),
+		fr.State.cond(run.stateType, stateName(run.stateType)), start)
+}
+
 func (f *Fake) matchRuns(fb filterBody) []*flowRun {
 	var out []*flowRun
 	for _, id := range f.World.order {
@@ -470,17 +513,10 @@ func (f *Fake) matchRuns(fb filterBody) []*flowRun {
 		if run.parentTaskRunID == "" {
 			dep = f.World.DeploymentID
 		}
-		fr := fb.FlowRuns
 		if fb.Deployments.ID != nil && !fb.Deployments.ID.cond(dep).ok {
 			continue
 		}
-		var start cond
-		if fr.StartTime != nil {
-			start = cond{true, fr.StartTime.match(run.start)}
-		}
-		if !combine(fr.Operator, fr.DeploymentID.cond(dep), fr.ID.cond(run.id),
-			fr.ParentTaskRunID.cond(run.parentTaskRunID), fr.ParentFlowRunID.cond(run.parentRunID),
-			fr.State.cond(run.stateType, stateName(run.stateType)), start) {
+		if !fb.FlowRuns.match(run, dep) {
 			continue
 		}
 		out = append(out, run)
@@ -536,7 +572,12 @@ func (f *Fake) taskRunFilter(w http.ResponseWriter, r *http.Request) {
 	for _, id := range f.World.taskOrder {
 		t := f.World.tasks[id]
 		tr := fb.TaskRuns
-		if fb.FlowRuns.ID != nil && !fb.FlowRuns.ID.cond(t.flowRunID).ok {
+		run := f.World.runs[t.flowRunID]
+		dep := ""
+		if run.parentTaskRunID == "" {
+			dep = f.World.DeploymentID
+		}
+		if !fb.FlowRuns.match(run, dep) {
 			continue
 		}
 		var subflow cond
@@ -571,4 +612,24 @@ func jsonList(items [][]byte) []byte {
 		out = append(out, b...)
 	}
 	return append(out, ']')
+}
+
+func (f *Fake) logFilter(w http.ResponseWriter, r *http.Request) {
+	fb, ok := decodeFilter(w, r)
+	if !ok {
+		return
+	}
+	lf := fb.Logs
+	var match [][]byte
+	for _, l := range f.World.logs { // oldest first
+		var task cond
+		if lf.TaskRunID != nil {
+			task = cond{true, (lf.TaskRunID.Any == nil || l.taskRunID != "" && lf.TaskRunID.match(l.taskRunID)) &&
+				(lf.TaskRunID.IsNull == nil || *lf.TaskRunID.IsNull == (l.taskRunID == ""))}
+		}
+		if combine(lf.Operator, lf.FlowRunID.cond(l.flowRunID), task) {
+			match = append(match, l.body)
+		}
+	}
+	writeRaw(w, http.StatusOK, jsonList(page(match, fb)))
 }

@@ -205,13 +205,10 @@ func (w *prefectWorld) install(f *prefecttest.Server) {
 		defer w.mu.Unlock()
 		body := readBody(r)
 		fr := obj(body, "flow_runs")
-		ids, names := anyOf(fr, "id"), anyOf(fr, "name")
 		deps := anyOf(obj(body, "deployments"), "id")
-		types := anyOf(obj(fr, "state"), "type")
 		var rows []map[string]any
 		for _, run := range w.runs {
-			if (ids != nil && !slices.Contains(ids, run.ID)) || (names != nil && !slices.Contains(names, run.Name)) ||
-				(deps != nil && !slices.Contains(deps, run.Deployment)) || (types != nil && !slices.Contains(types, run.StateType)) {
+			if !w.runMatches(fr, run) || (deps != nil && !slices.Contains(deps, run.Deployment)) {
 				continue
 			}
 			rows = append(rows, run.json())
@@ -222,14 +219,14 @@ func (w *prefectWorld) install(f *prefecttest.Server) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		body := readBody(r)
-		runIDs := anyOf(obj(body, "flow_runs"), "id")
+		fr := obj(body, "flow_runs")
 		tf := obj(body, "task_runs")
 		ids := anyOf(tf, "id")
 		names := anyOf(obj(tf, "state"), "name")
 		_, wantSubflow := tf["subflow_runs"]
 		var rows []map[string]any
 		for _, t := range w.tasks {
-			if (runIDs != nil && !slices.Contains(runIDs, t.FlowRun)) || (ids != nil && !slices.Contains(ids, t.ID)) {
+			if !w.runMatches(fr, w.runByID(t.FlowRun)) || (ids != nil && !slices.Contains(ids, t.ID)) {
 				continue
 			}
 			if tf["operator"] == "or_" && !((wantSubflow && t.Child != "") || slices.Contains(names, t.StateName)) {
@@ -288,6 +285,9 @@ func (w *prefectWorld) install(f *prefecttest.Server) {
 			inRun := runIDs != nil && slices.Contains(runIDs, l.FlowRun)
 			inTask := taskIDs != nil && slices.Contains(taskIDs, l.TaskRun)
 			keep := (runIDs == nil || inRun) && (taskIDs == nil || inTask)
+			if isNull, ok := obj(lf, "task_run_id")["is_null_"].(bool); ok && isNull != (l.TaskRun == "") {
+				keep = false
+			}
 			if lf["operator"] == "or_" {
 				keep = inRun || inTask
 			}
@@ -298,6 +298,37 @@ func (w *prefectWorld) install(f *prefecttest.Server) {
 		}
 		page(rw, body, rows)
 	})
+}
+
+// parentRun is the flow run holding run's parent task run ("" for a top-level run).
+func (w *prefectWorld) parentRun(run *fakeRun) string {
+	for _, t := range w.tasks {
+		if run.Parent != "" && t.ID == run.Parent {
+			return t.FlowRun
+		}
+	}
+	return ""
+}
+
+// runMatches applies a FlowRunFilter (id, name, state.type and
+// parent_flow_run_id any_, under its and_/or_ operator) to run.
+func (w *prefectWorld) runMatches(fr map[string]any, run *fakeRun) bool {
+	var conds []bool
+	for key, value := range map[string]func() string{
+		"id": func() string { return run.ID }, "name": func() string { return run.Name },
+		"parent_flow_run_id": func() string { return w.parentRun(run) },
+	} {
+		if list := anyOf(fr, key); list != nil {
+			conds = append(conds, slices.Contains(list, value()))
+		}
+	}
+	if types := anyOf(obj(fr, "state"), "type"); types != nil {
+		conds = append(conds, slices.Contains(types, run.StateType))
+	}
+	if fr["operator"] == "or_" && len(conds) > 0 {
+		return slices.Contains(conds, true)
+	}
+	return !slices.Contains(conds, false)
 }
 
 // flowRunsAPI is the api's real handler over the fake world.

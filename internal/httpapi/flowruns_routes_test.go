@@ -1,9 +1,12 @@
 package httpapi
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,11 +90,14 @@ func TestFlowRunLogsByNode(t *testing.T) {
 	  "logs":[{"level":20,"timestamp":%q,"message":"c1 start"},{"level":20,"timestamp":%q,"message":"t3 says"}]}]`,
 		s.t1.ID, s.w.logs[1].TS.Format(time.RFC3339Nano), s.c1.ID,
 		s.w.logs[2].TS.Format(time.RFC3339Nano), s.w.logs[3].TS.Format(time.RFC3339Nano)))
-	// Logs are two batched calls (by flow_run_id, by task_run_id), not one per node.
+	// Logs are one batched call (subflows by flow_run_id or tasks by
+	// task_run_id), not one per node.
 	calls := fake.CallsTo("POST", "/logs/filter")
-	if len(calls) != 2 {
-		t.Fatalf("logs/filter calls = %d, want 2", len(calls))
+	if len(calls) != 1 {
+		t.Fatalf("logs/filter calls = %d, want 1", len(calls))
 	}
+	assertJSON(t, string(calls[0].Body), fmt.Sprintf(`{"limit":200,"offset":0,"sort":"TIMESTAMP_ASC",
+		"logs":{"operator":"or_","flow_run_id":{"any_":[%q]},"task_run_id":{"any_":[%q]}}}`, s.c1.ID, s.t1.ID))
 	// A node without logs has an empty list, not null.
 	_, body = serveReads(t, h, "GET", "/proxy/flow_runs/v1/logs/"+s.r2.ID, "")
 	if strings.Contains(body, `"logs":null`) || !strings.Contains(body, `"logs":[]`) {
@@ -447,5 +453,114 @@ func TestGraphRoutesChunkManyNodes(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// The fan-out reads ask together what does not depend on an earlier answer,
+// and make no more Prefect calls than the sequential reads did. Each case's
+// first calls are held until all of them have arrived: a read that waited for
+// one before making another would hold them forever (and fail after 10 s).
+func TestFanOutReadsCallsAndRoundTrips(t *testing.T) {
+	t.Parallel()
+	s := newScenario()
+	graph := func(r *fakeRun) string { return "GET /flow_runs/" + r.ID + "/graph-v2" }
+	const tasks, runs, logs = "POST /task_runs/filter", "POST /flow_runs/filter", "POST /logs/filter"
+	cases := []struct {
+		name  string
+		path  string
+		first []string       // asked at once
+		calls map[string]int // all calls; before: what the sequential read made
+	}{
+		{"route 21: the run and its first two levels of task runs (before: 4 calls, 4 round trips)",
+			"/proxy/flow_runs/" + s.r1.ID, []string{"GET /flow_runs/" + s.r1.ID, tasks},
+			map[string]int{"GET /flow_runs/" + s.r1.ID: 1, tasks: 2}},
+		{"route 21 without subflows: one round trip (before: 2)",
+			"/proxy/flow_runs/" + s.r2.ID, []string{"GET /flow_runs/" + s.r2.ID, tasks},
+			map[string]int{"GET /flow_runs/" + s.r2.ID: 1, tasks: 1}},
+		{"route 28: graph-v2 with the task runs, then the subflow (before: 3 calls, 2 round trips)",
+			"/proxy/flow_runs/graph/" + s.r1.ID, []string{graph(s.r1), tasks},
+			map[string]int{graph(s.r1): 1, tasks: 1, runs: 1}},
+		{"route 28 without subflows: one round trip (before: 2 calls, 2 round trips)",
+			"/proxy/flow_runs/graph/" + s.r2.ID, []string{graph(s.r2), tasks},
+			map[string]int{graph(s.r2): 1, tasks: 1}},
+		{"route 27: graph-v2 with the task runs, then the subflow and every node's logs in one call (before: 5 calls)",
+			"/proxy/flow_runs/v1/logs/" + s.r1.ID, []string{graph(s.r1), tasks},
+			map[string]int{graph(s.r1): 1, tasks: 1, logs: 1, runs: 1}},
+		{"route 27 without subflows (before: 3 calls)",
+			"/proxy/flow_runs/v1/logs/" + s.r2.ID, []string{graph(s.r2), tasks},
+			map[string]int{graph(s.r2): 1, tasks: 1, logs: 1}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			world := prefecttest.New(t)
+			s.w.install(world)
+			var mu sync.Mutex
+			waiting := map[string]bool{}
+			for _, k := range tc.first {
+				waiting[k] = true
+			}
+			all := make(chan struct{})
+			front := prefecttest.New(t)
+			front.Handle("/", func(w http.ResponseWriter, r *http.Request) {
+				key := r.Method + " " + strings.TrimPrefix(r.URL.Path, "/api")
+				mu.Lock()
+				if waiting[key] {
+					delete(waiting, key)
+					if len(waiting) == 0 {
+						close(all)
+					}
+				}
+				mu.Unlock()
+				select {
+				case <-all:
+				case <-time.After(10 * time.Second):
+					t.Errorf("%s waited for %v: not asked at once", key, tc.first)
+				}
+				proxyTo(t, world, w, r)
+			})
+			code, body := serveReads(t, apiWithClient(t, front.Client()), "GET", tc.path, "")
+			if code != 200 {
+				t.Fatalf("status %d: %s", code, body)
+			}
+			got := map[string]int{}
+			for _, c := range front.Calls() {
+				got[c.Method+" "+strings.TrimPrefix(c.Path, "/api")]++
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.calls) {
+				t.Fatalf("calls %v, want %v", got, tc.calls)
+			}
+		})
+	}
+}
+
+// A guess that fails (a Prefect without the filter, a transient error) costs
+// the calls by id the read would have made, never a different answer.
+func TestFanOutReadsSurviveAFailedGuess(t *testing.T) {
+	t.Parallel()
+	s := newScenario()
+	for _, path := range []string{"/proxy/flow_runs/graph/" + s.r1.ID, "/proxy/flow_runs/v1/logs/" + s.r1.ID} {
+		t.Run(path, func(t *testing.T) {
+			t.Parallel()
+			_, h := flowRunsAPI(t, s.w)
+			_, want := serveReads(t, h, "GET", path, "")
+			world := prefecttest.New(t)
+			s.w.install(world)
+			front := prefecttest.New(t)
+			front.Handle("/", func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				r.Body = io.NopCloser(bytes.NewReader(b))
+				body := string(b)
+				if strings.HasSuffix(r.URL.Path, "/task_runs/filter") && strings.Contains(body, `"flow_runs"`) {
+					prefecttest.Write(w, 422, map[string]any{"detail": "unknown filter"})
+					return
+				}
+				proxyTo(t, world, w, r)
+			})
+			code, got := serveReads(t, apiWithClient(t, front.Client()), "GET", path, "")
+			if code != 200 || got != want {
+				t.Fatalf("%d %s\nwant %s", code, got, want)
+			}
+		})
 	}
 }

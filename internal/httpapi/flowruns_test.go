@@ -79,14 +79,15 @@ func TestFlowRunHistory(t *testing.T) {
 	assertJSON(t, string(calls[0].Body), `{"sort":"START_TIME_DESC","limit":200,"offset":0,
 		"deployments":{"id":{"any_":["`+testDep+`"]}},
 		"flow_runs":{"operator":"and_","state":{"type":{"any_":["COMPLETED","FAILED","CRASHED","CANCELLED"]}}}}`)
-	// The subflow/state scan is one batched task-run filter per depth level
-	// (3 levels: runs, c1, c2), not a call per run.
+	// The subflow/state scan is one batched task-run filter per two depth
+	// levels (3 levels: runs and c1, then c2), not a call per run.
 	tr := fake.CallsTo("POST", "/task_runs/filter")
-	if len(tr) != 3 {
-		t.Fatalf("task_runs/filter calls = %d, want 3 (one per level)", len(tr))
+	if len(tr) != 2 {
+		t.Fatalf("task_runs/filter calls = %d, want 2 (one per two levels)", len(tr))
 	}
+	ids := `["` + s.r1.ID + `","` + s.r2.ID + `","` + s.r3.ID + `"]`
 	assertJSON(t, string(tr[0].Body), `{"limit":200,"offset":0,
-		"flow_runs":{"id":{"any_":["`+s.r1.ID+`","`+s.r2.ID+`","`+s.r3.ID+`"]}},
+		"flow_runs":{"operator":"or_","id":{"any_":`+ids+`},"parent_flow_run_id":{"any_":`+ids+`}},
 		"task_runs":{"operator":"or_","subflow_runs":{"exists_":true},"state":{"name":{"any_":["DBT_TEST_FAILED"]}}}}`)
 	if len(fake.CallsTo("GET", "/flow_runs/"+s.r1.ID+"/graph")) != 0 {
 		t.Fatal("the v1 graph must not be walked per run")
@@ -456,7 +457,8 @@ func TestReadsAnswerWithinPrefectTimeout(t *testing.T) {
 		world := prefecttest.New(t)
 		s.w.install(world)
 		// Every call answers correctly, each in 60 % of the timeout: a read of
-		// two or more sequential calls runs out of time.
+		// two or more sequential round trips runs out of time (route 21 for a
+		// run two subflows deep, route 27 for a run with a subflow).
 		front := prefecttest.New(t)
 		front.Handle("/", func(w http.ResponseWriter, r *http.Request) {
 			select {
@@ -469,7 +471,7 @@ func TestReadsAnswerWithinPrefectTimeout(t *testing.T) {
 		h := apiWithClient(t, client(t, front))
 		for _, path := range []string{
 			"/proxy/flow_runs/" + s.r1.ID,
-			"/proxy/flow_runs/graph/" + s.r1.ID,
+			"/proxy/flow_runs/v1/logs/" + s.r1.ID,
 			"/proxy/flow_runs?deployment_id=" + testDep,
 		} {
 			t.Run(path, func(t *testing.T) { check(t, h, "GET", path, "", 504) })

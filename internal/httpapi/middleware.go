@@ -81,11 +81,13 @@ func accessLog(log *logrus.Logger, m *Metrics) gin.HandlerFunc {
 		if id := c.GetString("job_id"); id != "" {
 			fields["job_id"] = id
 		}
-		entry := log.WithFields(fields)
 		if len(c.Errors) > 0 {
 			// The cause is ours to read; it never carries request bodies.
-			entry = entry.WithField("error", c.Errors.Last().Err.Error())
+			fields["error"] = c.Errors.Last().Err.Error()
 		}
+		// The entry takes fields as they are: log.WithFields would copy them
+		// (and logrus copies once more to write); a line per request counts.
+		entry := &logrus.Entry{Logger: log, Data: fields}
 		switch {
 		case status >= 500:
 			entry.Error("request")

@@ -7,6 +7,9 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
+// TimestampFormat is the JSON log's "time" layout (milliseconds, zone).
+const TimestampFormat = "2006-01-02T15:04:05.000Z07:00"
+
 // New returns a logger writing to w at level ("info", ...) in format ("json" or "text").
 func New(w io.Writer, level, format string) *logrus.Logger {
 	l := logrus.New()
@@ -17,7 +20,7 @@ func New(w io.Writer, level, format string) *logrus.Logger {
 	if format == "text" {
 		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
 	} else {
-		l.SetFormatter(&logrus.JSONFormatter{TimestampFormat: "2006-01-02T15:04:05.000Z07:00"})
+		l.SetFormatter(newFastJSON(TimestampFormat))
 	}
 	return l
 }

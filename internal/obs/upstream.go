@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"reflect"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -85,23 +84,48 @@ var prefectWords = map[string]bool{
 	"checksum": true, "schema": true, "status": true, "get_scheduled_flow_runs": true, "bulk_delete": true,
 }
 
-var uuidRe = regexp.MustCompile(`^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$`)
+// isUUID reports whether s is a UUID's 32 hex digits in groups of 8-4-4-4-12,
+// each dash optional. (A regexp did this at ~1 µs a segment, on every call
+// to Prefect.)
+func isUUID(s string) bool {
+	for _, n := range [...]int{8, 4, 4, 4, 12} {
+		if len(s) < n {
+			return false
+		}
+		for i := 0; i < n; i++ {
+			if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+		s = s[n:]
+		if n != 12 && len(s) > 0 && s[0] == '-' {
+			s = s[1:]
+		}
+	}
+	return s == ""
+}
 
 // PrefectRoute maps a Prefect API path onto its template:
 // /api/flow_runs/0b6e…/set_state → /api/flow_runs/:id/set_state,
 // /api/block_types/slug/secret/block_documents/name/x → …/slug/:name/block_documents/name/:name.
 func PrefectRoute(path string) string {
-	segs := strings.Split(strings.Trim(path, "/"), "/")
-	for i, s := range segs {
+	b := make([]byte, 0, len(path)+8)
+	for seg := range strings.SplitSeq(strings.Trim(path, "/"), "/") {
+		b = append(b, '/')
 		switch {
-		case s == "":
-		case uuidRe.MatchString(s):
-			segs[i] = ":id"
-		case !prefectWords[s]:
-			segs[i] = ":name"
+		case seg == "":
+		case isUUID(seg):
+			b = append(b, ":id"...)
+		case !prefectWords[seg]:
+			b = append(b, ":name"...)
+		default:
+			b = append(b, seg...)
 		}
 	}
-	return "/" + strings.Join(segs, "/")
+	if len(b) == 0 {
+		return "/"
+	}
+	return string(b)
 }
 
 // FixedRoute labels every call with one route: for a client that only ever

@@ -3,6 +3,7 @@ package obs
 import (
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -21,6 +22,8 @@ func TestPrefectRoute(t *testing.T) {
 		{"/api/health", "/api/health"},
 		{"/api/", "/api"},
 		{"/api/flow_runs/0b6e1c9e3c594f4a9b0e6a3f1e2d7c10/graph-v2", "/api/flow_runs/:id/graph-v2"},
+		{"", "/"},
+		{"/api//flow_runs", "/api//flow_runs"},
 	} {
 		if got := PrefectRoute(tc.path); got != tc.want {
 			t.Errorf("PrefectRoute(%q) = %q, want %q", tc.path, got, tc.want)
@@ -84,5 +87,21 @@ func TestNilUpstreamLeavesTransport(t *testing.T) {
 	var up *Upstream
 	if got := up.Transport(http.DefaultTransport, "prefect", PrefectRoute); got != http.DefaultTransport {
 		t.Fatalf("nil Upstream wrapped the transport: %T", got)
+	}
+}
+
+// isUUID accepts exactly what the pattern it replaced did.
+func TestIsUUIDMatchesThePattern(t *testing.T) {
+	t.Parallel()
+	re := regexp.MustCompile(`^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$`)
+	for _, s := range []string{
+		"0b6e1c9e-3c59-4f4a-9b0e-6a3f1e2d7c10", "0B6E1C9E3C594F4A9B0E6A3F1E2D7C10", "0b6e1c9e3c59-4f4a9b0e-6a3f1e2d7c10",
+		"0b6e1c9e-3c59-4f4a-9b0e-6a3f1e2d7c1", "0b6e1c9e-3c59-4f4a-9b0e-6a3f1e2d7c100", "0b6e1c9e--3c59-4f4a-9b0e-6a3f1e2d7c10",
+		"0b6e1c9e-3c59-4f4a-9b0e-6a3f1e2d7c1g", "0b6e1c9e-3c59-4f4a-9b0e-6a3f1e2d7c10-", "-0b6e1c9e-3c59-4f4a-9b0e-6a3f1e2d7c10",
+		"", "flow_runs", "0b6e1c9e", "0b6e1c9e-3c59-4f4a-9b0e6a3f1e2d7c10x",
+	} {
+		if got, want := isUUID(s), re.MatchString(s); got != want {
+			t.Errorf("isUUID(%q) = %v, the pattern says %v", s, got, want)
+		}
 	}
 }

@@ -252,7 +252,7 @@ func (c *Client) once(ctx context.Context, method, path string, payload []byte, 
 		return &TransportError{Method: method, Path: path, Timeout: isTimeout(ctx, err), Err: err}
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
+	data, err := readBody(resp)
 	if err != nil {
 		return &TransportError{Method: method, Path: path, Timeout: isTimeout(ctx, err), Err: err}
 	}
@@ -314,6 +314,30 @@ func (c *Client) FilterAll(ctx context.Context, path string, body map[string]any
 		offset += len(rows)
 		if len(rows) < page || (limit > 0 && len(all) >= limit) {
 			return all, nil
+		}
+	}
+}
+
+// readBody reads a whole answer into one buffer of its announced length (what
+// io.ReadAll would grow to through several copies).
+func readBody(resp *http.Response) ([]byte, error) {
+	const maxPrealloc = 4 << 20
+	n := resp.ContentLength
+	if n < 0 || n > maxPrealloc {
+		return io.ReadAll(resp.Body)
+	}
+	buf := make([]byte, 0, n+1) // +1: the read that sees EOF needs no growth
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		m, err := resp.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
 		}
 	}
 }

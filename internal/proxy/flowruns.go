@@ -83,6 +83,8 @@ func (s *Service) getFlowRun(ctx context.Context, id string) (json.RawMessage, e
 // FlowRun is route 21 (GET /proxy/flow_runs/{id}): Prefect's flow run plus
 // "status" (state.type) and "state_name" (DBT_TEST_FAILED when any task run in
 // the run's subflow tree has that state name, else state.name).
+// Calls: the GET and the first task-run filter together (one round trip for
+// a run with one level of subflows), then one filter per two further levels.
 func (s *Service) FlowRun(ctx context.Context, id string) (json.RawMessage, error) {
 	msg := "failed to fetch flow_run " + id
 	cid, ok := canonicalID(id)
@@ -90,16 +92,17 @@ func (s *Service) FlowRun(ctx context.Context, id string) (json.RawMessage, erro
 		return nil, badID(msg)
 	}
 	raw, err := sharedRead(ctx, s, "flowrun:"+cid, func(ctx context.Context) (json.RawMessage, error) {
-		raw, err := s.getFlowRun(ctx, cid)
+		// The task-run scan needs only the id, so it runs alongside the GET.
+		var raw json.RawMessage
+		var failed map[string]bool
+		err := withSpeculation(ctx,
+			func(ctx context.Context) (err error) { raw, err = s.getFlowRun(ctx, cid); return err },
+			func(ctx context.Context) (err error) { failed, err = s.dbtTestFailed(ctx, []string{cid}); return err })
 		if err != nil {
 			return nil, err
 		}
 		var head runHead
 		if err := json.Unmarshal(raw, &head); err != nil {
-			return nil, err
-		}
-		failed, err := s.dbtTestFailed(ctx, []string{cid})
-		if err != nil {
 			return nil, err
 		}
 		name := head.stateName()
@@ -351,25 +354,38 @@ func nonNil(rows []json.RawMessage) []json.RawMessage {
 // flow run, then filtered its task runs (capped at 200). The v1 graph is just
 // the run's task runs, a subflow showing as a task run whose
 // state.state_details.child_flow_run_id names the child. So the same walk is
-// done breadth-first for all roots at once: per depth level ONE task-run
-// filter (chunked, paged) over the level's flow runs, restricted to the task
-// runs that matter — subflow parents (to find the next level) or
-// DBT_TEST_FAILED ones. Checked against Prefect 3.6.29.
+// done breadth-first for all roots at once, restricted to the task runs that
+// matter — subflow parents (to find the next level) or DBT_TEST_FAILED ones —
+// and each task-run filter (chunked, paged) covers TWO depth levels: the
+// frontier's flow runs and their subflows, which Prefect's
+// flow_runs.parent_flow_run_id names without knowing their ids. Prefect's
+// server sets a subflow parent's child_flow_run_id from the child's
+// parent_task_run_id (UpdateSubflowParentTask), so the children the walk
+// finds are the runs that filter returns; rows of a subflow the walk does not
+// reach through child_flow_run_id are ignored, as the walk never saw them. A
+// run with one level of subflows (Dalgo's) is thus one call, not two.
+// Checked against Prefect 3.6.29.
 func (s *Service) dbtTestFailed(ctx context.Context, roots []string) (map[string]bool, error) {
-	children := map[string][]string{} // flow run -> child flow runs
-	hasFailed := map[string]bool{}    // flow run with a DBT_TEST_FAILED task run of its own
-	seen := make(map[string]bool, len(roots))
+	w := treeWalk{
+		children:  map[string][]string{},
+		hasFailed: map[string]bool{},
+		seen:      make(map[string]bool, len(roots)),
+	}
 	var frontier []string
 	for _, r := range roots {
-		if r != "" && !seen[r] {
-			seen[r] = true
+		if r != "" && !w.seen[r] {
+			w.seen[r] = true
 			frontier = append(frontier, r)
 		}
 	}
 	for len(frontier) > 0 {
 		rows, err := s.filterByIDs(ctx, "/task_runs/filter", frontier, func(chunk []string) map[string]any {
 			return map[string]any{
-				"flow_runs": map[string]any{"id": map[string]any{"any_": chunk}},
+				"flow_runs": map[string]any{
+					"operator":           "or_",
+					"id":                 map[string]any{"any_": chunk},
+					"parent_flow_run_id": map[string]any{"any_": chunk},
+				},
 				"task_runs": map[string]any{
 					"operator":     "or_",
 					"subflow_runs": map[string]any{"exists_": true},
@@ -380,34 +396,64 @@ func (s *Service) dbtTestFailed(ctx context.Context, roots []string) (map[string
 		if err != nil {
 			return nil, err
 		}
-		var next []string
-		for _, r := range rows {
-			var tr struct {
-				FlowRunID string `json:"flow_run_id"`
-				State     *struct {
-					Name         string `json:"name"`
-					StateDetails struct {
-						ChildFlowRunID *string `json:"child_flow_run_id"`
-					} `json:"state_details"`
-				} `json:"state"`
-			}
-			if err := json.Unmarshal(r, &tr); err != nil || tr.State == nil {
-				continue
-			}
+		byRun := groupTaskRows(rows)
+		// The frontier's own task runs, then those of the subflows found in
+		// them: both came in this call.
+		frontier = w.level(w.level(frontier, byRun), byRun)
+	}
+	return failedTrees(roots, w.children, w.hasFailed), nil
+}
+
+// treeWalk is the state of dbtTestFailed's breadth-first walk.
+type treeWalk struct {
+	children  map[string][]string // flow run -> child flow runs
+	hasFailed map[string]bool     // flow run with a DBT_TEST_FAILED task run of its own
+	seen      map[string]bool
+}
+
+// level reads the task runs of the flow runs runs and returns the subflows
+// not seen before, the next level.
+func (w *treeWalk) level(runs []string, byRun map[string][]subflowTask) []string {
+	var next []string
+	for _, run := range runs {
+		for _, tr := range byRun[run] {
 			if tr.State.Name == DBTTestFailed {
-				hasFailed[tr.FlowRunID] = true
+				w.hasFailed[run] = true
 			}
 			if c := tr.State.StateDetails.ChildFlowRunID; c != nil && *c != "" {
-				children[tr.FlowRunID] = append(children[tr.FlowRunID], *c)
-				if !seen[*c] {
-					seen[*c] = true
+				w.children[run] = append(w.children[run], *c)
+				if !w.seen[*c] {
+					w.seen[*c] = true
 					next = append(next, *c)
 				}
 			}
 		}
-		frontier = next
 	}
-	return failedTrees(roots, children, hasFailed), nil
+	return next
+}
+
+// subflowTask is what the walk reads of a task run.
+type subflowTask struct {
+	FlowRunID string `json:"flow_run_id"`
+	State     *struct {
+		Name         string `json:"name"`
+		StateDetails struct {
+			ChildFlowRunID *string `json:"child_flow_run_id"`
+		} `json:"state_details"`
+	} `json:"state"`
+}
+
+// groupTaskRows decodes task runs by flow run, dropping those without a state.
+func groupTaskRows(rows []json.RawMessage) map[string][]subflowTask {
+	byRun := map[string][]subflowTask{}
+	for _, r := range rows {
+		var tr subflowTask
+		if err := json.Unmarshal(r, &tr); err != nil || tr.State == nil {
+			continue
+		}
+		byRun[tr.FlowRunID] = append(byRun[tr.FlowRunID], tr)
+	}
+	return byRun
 }
 
 // failedTrees: a root fails when any flow run of its own tree does; each

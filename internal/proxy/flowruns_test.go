@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -89,19 +90,29 @@ func TestDBTTestFailedTrees(t *testing.T) {
 		"c": {taskRun("c", DBTTestFailed, "")},
 		"e": {{"flow_run_id": "e", "state": nil}},
 	}
+	parent := map[string]string{"b": "a", "c": "b"} // subflow -> the run holding its parent task run
 	f, s := testService(t)
 	f.Handle("POST /task_runs/filter", func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
 			FlowRuns struct {
-				ID struct {
+				Operator string `json:"operator"`
+				ID       struct {
 					Any []string `json:"any_"`
 				} `json:"id"`
+				Parent struct {
+					Any []string `json:"any_"`
+				} `json:"parent_flow_run_id"`
 			} `json:"flow_runs"`
 		}
 		_ = json.NewDecoder(r.Body).Decode(&body)
+		if body.FlowRuns.Operator != "or_" {
+			t.Errorf("flow_runs operator %q, want or_", body.FlowRuns.Operator)
+		}
 		out := []map[string]any{}
-		for _, id := range body.FlowRuns.ID.Any {
-			out = append(out, rows[id]...)
+		for _, run := range []string{"a", "b", "c", "d", "e"} {
+			if slices.Contains(body.FlowRuns.ID.Any, run) || slices.Contains(body.FlowRuns.Parent.Any, parent[run]) {
+				out = append(out, rows[run]...)
+			}
 		}
 		prefecttest.Write(w, 200, out)
 	})
@@ -113,9 +124,61 @@ func TestDBTTestFailedTrees(t *testing.T) {
 	if len(got) != len(want) || !got["a"] || !got["b"] {
 		t.Fatalf("got %v, want %v", got, want)
 	}
-	// Three levels (a,d,b,e → c … b seen already) = three calls at most.
-	if n := len(f.CallsTo("POST", "/task_runs/filter")); n > 3 {
-		t.Fatalf("%d task-run filter calls", n)
+	// One call reads two levels: a,d,b,e and their subflows (b, c).
+	if n := len(f.CallsTo("POST", "/task_runs/filter")); n != 1 {
+		t.Fatalf("%d task-run filter calls, want 1", n)
+	}
+}
+
+// A subflow found only through parent_flow_run_id, not named by a task run's
+// child_flow_run_id, is not part of the tree (the v1 graph never showed it);
+// a tree three levels deep takes two calls.
+func TestDBTTestFailedFollowsChildFlowRunIDs(t *testing.T) {
+	t.Parallel()
+	rows := map[string][]map[string]any{
+		"a": {taskRun("a", "Completed", "b")},
+		"b": {taskRun("b", "Completed", "c")},
+		"c": {taskRun("c", DBTTestFailed, "")},
+		"x": {taskRun("x", DBTTestFailed, "")},
+	}
+	parent := map[string]string{"b": "a", "c": "b", "x": "a"}
+	var mu sync.Mutex // rows changes between the two reads
+	f, s := testService(t)
+	f.Handle("POST /task_runs/filter", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		var body struct {
+			FlowRuns struct {
+				ID struct {
+					Any []string `json:"any_"`
+				} `json:"id"`
+				Parent struct {
+					Any []string `json:"any_"`
+				} `json:"parent_flow_run_id"`
+			} `json:"flow_runs"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		out := []map[string]any{}
+		for _, run := range []string{"a", "b", "c", "x"} {
+			if slices.Contains(body.FlowRuns.ID.Any, run) || slices.Contains(body.FlowRuns.Parent.Any, parent[run]) {
+				out = append(out, rows[run]...)
+			}
+		}
+		prefecttest.Write(w, 200, out)
+	})
+	got, err := s.dbtTestFailed(context.Background(), []string{"a"})
+	if err != nil || !got["a"] {
+		t.Fatalf("got %v, %v; want a failed (through c)", got, err)
+	}
+	if n := len(f.CallsTo("POST", "/task_runs/filter")); n != 2 {
+		t.Fatalf("%d task-run filter calls, want 2", n)
+	}
+	// Without c's failure, x alone (not a child by child_flow_run_id) does not count.
+	mu.Lock()
+	rows["c"] = nil
+	mu.Unlock()
+	if got, err := s.dbtTestFailed(context.Background(), []string{"a"}); err != nil || got["a"] {
+		t.Fatalf("got %v, %v; x must not count", got, err)
 	}
 }
 

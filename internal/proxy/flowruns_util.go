@@ -156,3 +156,28 @@ func stripFlowName(kind, label string) string {
 	}
 	return label
 }
+
+// withSpeculation runs primary and the speculative calls together, so a read
+// whose next calls need only what the request already names (the flow run
+// id) pays one round trip instead of two. primary's error wins: it is what
+// the sequential read would have failed with first, and it cancels the
+// speculative calls. primary itself is never cancelled by them, so when both
+// fail the route still answers primary's error, as before.
+func withSpeculation(ctx context.Context, primary func(context.Context) error, spec ...func(context.Context) error) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(sctx)
+	g.SetLimit(FanOut)
+	for _, f := range spec {
+		g.Go(func() error { return f(gctx) })
+	}
+	perr := primary(ctx)
+	if perr != nil {
+		cancel()
+	}
+	serr := g.Wait()
+	if perr != nil {
+		return perr
+	}
+	return serr
+}

@@ -83,13 +83,25 @@ type runObj struct {
 	Parameters       json.RawMessage `json:"parameters"`
 }
 
-// nodeRuns reads the flow run or task run behind every node: one batched
-// /flow_runs/filter and one /task_runs/filter by id, in parallel, instead of
-// the Python proxy's GET per node. A node whose run is gone is an error, as a
+// nodeRuns returns the flow run or task run behind every node. known holds
+// rows already read (a speculative read of the run's task runs or subflows,
+// made alongside graph-v2); the nodes they miss — all of them without it, or
+// a node created between the two reads — are read by id: one batched
+// /flow_runs/filter and one /task_runs/filter, in parallel, instead of the
+// Python proxy's GET per node. A node whose run is gone is an error, as a
 // failed GET was.
-func (s *Service) nodeRuns(ctx context.Context, nodes []graphNode) (map[string]runObj, error) {
+func (s *Service) nodeRuns(ctx context.Context, nodes []graphNode, known ...[]json.RawMessage) (map[string]runObj, error) {
+	objs := make(map[string]runObj, len(nodes))
+	for _, rows := range known {
+		if err := addRunObjs(objs, rows); err != nil {
+			return nil, err
+		}
+	}
 	var flowIDs, taskIDs []string
 	for _, n := range nodes {
+		if _, ok := objs[n.ID]; ok {
+			continue
+		}
 		switch n.Kind {
 		case "flow-run":
 			flowIDs = append(flowIDs, n.ID)
@@ -114,16 +126,8 @@ func (s *Service) nodeRuns(ctx context.Context, nodes []graphNode) (map[string]r
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	objs := make(map[string]runObj, len(nodes))
-	for _, r := range append(flowRows, taskRows...) {
-		var o struct {
-			ID string `json:"id"`
-			runObj
-		}
-		if err := json.Unmarshal(r, &o); err != nil {
-			return nil, err
-		}
-		objs[o.ID] = o.runObj
+	if err := addRunObjs(objs, append(flowRows, taskRows...)); err != nil {
+		return nil, err
 	}
 	for _, n := range nodes {
 		if _, ok := objs[n.ID]; !ok && (n.Kind == "flow-run" || n.Kind == "task-run") {
@@ -131,6 +135,47 @@ func (s *Service) nodeRuns(ctx context.Context, nodes []graphNode) (map[string]r
 		}
 	}
 	return objs, nil
+}
+
+func addRunObjs(objs map[string]runObj, rows []json.RawMessage) error {
+	for _, r := range rows {
+		var o struct {
+			ID string `json:"id"`
+			runObj
+		}
+		if err := json.Unmarshal(r, &o); err != nil {
+			return err
+		}
+		objs[o.ID] = o.runObj
+	}
+	return nil
+}
+
+// guess is a read made before the answer it depends on (graph-v2) names what
+// to read, by the flow run's id instead. ok is false when it failed: the
+// read then asks by the ids graph-v2 gives, as it would without guessing, so
+// a failed guess never changes an answer, and only costs the usual calls.
+type guess struct {
+	rows []json.RawMessage
+	ok   bool
+}
+
+// of returns the speculative call filling g from read(ctx, flowRunID).
+func (g *guess) of(read func(context.Context, string) ([]json.RawMessage, error), flowRunID string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		rows, err := read(ctx, flowRunID)
+		g.rows, g.ok = rows, err == nil
+		return nil
+	}
+}
+
+// taskRunsOf reads every task run of a flow run: a superset of its graph-v2
+// task-run nodes (graph-v2 lists the run's non-PENDING task runs, a subflow
+// parent standing for its subflow), so it can be asked before graph-v2 answers.
+func (s *Service) taskRunsOf(ctx context.Context, flowRunID string) ([]json.RawMessage, error) {
+	return s.prefect.FilterAll(ctx, "/task_runs/filter", map[string]any{
+		"flow_runs": map[string]any{"id": map[string]any{"any_": []string{flowRunID}}},
+	}, 0)
 }
 
 // GraphNode is one row of route 28.
@@ -152,7 +197,13 @@ type GraphNode struct {
 // FlowRunGraph is route 28 (GET /proxy/flow_runs/graph/{id}): the run's direct
 // task runs and subflows in graph-v2 breadth-first order. start/end times
 // come from the graph node, states and run times from the run objects.
-// Calls: graph-v2, then two batched filters in parallel.
+// Calls: graph-v2 and the run's task runs at once (the task nodes' runs are
+// read by their flow run, not by the ids graph-v2 gives), then the subflow
+// runs by id when there are subflow nodes: one round trip for a run without
+// subflows, and never more calls than reading every node by id. (Asking for
+// the subflows by parent too would save that second round trip, for one more
+// call on every run without subflows; Prefect on SQLite answers concurrent
+// calls one after another, so a call saved is worth more than a round trip.)
 func (s *Service) FlowRunGraph(ctx context.Context, id string) ([]GraphNode, error) {
 	const msg = "failed to fetch graph for flow_run"
 	cid, ok := canonicalID(id)
@@ -160,11 +211,15 @@ func (s *Service) FlowRunGraph(ctx context.Context, id string) ([]GraphNode, err
 		return nil, badID(msg)
 	}
 	out, err := sharedRead(ctx, s, "graph:"+cid, func(ctx context.Context) ([]GraphNode, error) {
-		nodes, err := s.graphNodes(ctx, cid)
+		var nodes []graphNode
+		var tasks guess
+		err := withSpeculation(ctx,
+			func(ctx context.Context) (err error) { nodes, err = s.graphNodes(ctx, cid); return err },
+			tasks.of(s.taskRunsOf, cid))
 		if err != nil {
 			return nil, err
 		}
-		objs, err := s.nodeRuns(ctx, nodes)
+		objs, err := s.nodeRuns(ctx, nodes, tasks.rows)
 		if err != nil {
 			return nil, err
 		}

@@ -107,8 +107,10 @@ type NodeLogs struct {
 // graph-v2 node in breadth-first order, its state and its logs oldest first —
 // a subflow node gets every log of that subflow run, a task node the logs of
 // that task run. Python made 2 calls per node and kept 200 logs per node;
-// this makes graph-v2 then four batched calls in parallel (flow runs, task
-// runs, logs by flow_run_id, logs by task_run_id), paged, so no log is cut.
+// this pages, so no log is cut. Calls: graph-v2 and the run's task runs (asked
+// by the run's id) at once, then the logs of every node in one filter (a
+// subflow's by flow_run_id or a task's by task_run_id) alongside the subflow
+// runs by id, when there are subflow nodes: 3 calls, or 4 with subflows.
 func (s *Service) FlowRunLogsByNode(ctx context.Context, id string) ([]NodeLogs, error) {
 	const msg = "failed to fetch logs for flow_run"
 	cid, ok := canonicalID(id)
@@ -116,56 +118,25 @@ func (s *Service) FlowRunLogsByNode(ctx context.Context, id string) ([]NodeLogs,
 		return nil, badID(msg)
 	}
 	out, err := sharedRead(ctx, s, "logsv1:"+cid, func(ctx context.Context) ([]NodeLogs, error) {
-		nodes, err := s.graphNodes(ctx, cid)
+		var nodes []graphNode
+		var tasks guess
+		err := withSpeculation(ctx,
+			func(ctx context.Context) (err error) { nodes, err = s.graphNodes(ctx, cid); return err },
+			tasks.of(s.taskRunsOf, cid))
 		if err != nil {
 			return nil, err
 		}
-		var flowIDs, taskIDs []string
-		for _, n := range nodes {
-			switch n.Kind {
-			case "flow-run":
-				flowIDs = append(flowIDs, n.ID)
-			case "task-run":
-				taskIDs = append(taskIDs, n.ID)
-			}
-		}
 		var objs map[string]runObj
-		var flowLogs, taskLogs []json.RawMessage
+		var logs []json.RawMessage
 		g, gctx := errgroup.WithContext(ctx)
-		g.Go(func() (err error) { objs, err = s.nodeRuns(gctx, nodes); return err })
-		g.Go(func() (err error) {
-			flowLogs, err = s.filterByIDs(gctx, "/logs/filter", flowIDs, func(c []string) map[string]any {
-				return map[string]any{"logs": map[string]any{"flow_run_id": map[string]any{"any_": c}}, "sort": "TIMESTAMP_ASC"}
-			})
-			return err
-		})
-		g.Go(func() (err error) {
-			taskLogs, err = s.filterByIDs(gctx, "/logs/filter", taskIDs, func(c []string) map[string]any {
-				return map[string]any{"logs": map[string]any{"task_run_id": map[string]any{"any_": c}}, "sort": "TIMESTAMP_ASC"}
-			})
-			return err
-		})
+		g.Go(func() (err error) { objs, err = s.nodeRuns(gctx, nodes, tasks.rows); return err })
+		g.Go(func() (err error) { logs, err = s.nodeLogs(gctx, nodes); return err })
 		if err := g.Wait(); err != nil {
 			return nil, err
 		}
-		byNode := map[string][]LogLine{}
-		fl, err := decodeLogs(uniqueByID(flowLogs))
+		byNode, err := logsByNode(nodes, logs)
 		if err != nil {
 			return nil, err
-		}
-		for _, l := range fl {
-			if l.FlowRunID != nil {
-				byNode[*l.FlowRunID] = append(byNode[*l.FlowRunID], l.LogLine)
-			}
-		}
-		tl, err := decodeLogs(uniqueByID(taskLogs))
-		if err != nil {
-			return nil, err
-		}
-		for _, l := range tl {
-			if l.TaskRunID != nil {
-				byNode[*l.TaskRunID] = append(byNode[*l.TaskRunID], l.LogLine)
-			}
 		}
 		out := make([]NodeLogs, len(nodes))
 		for i, n := range nodes {
@@ -184,4 +155,64 @@ func (s *Service) FlowRunLogsByNode(ctx context.Context, id string) ([]NodeLogs,
 		return out, nil
 	})
 	return out, translate(err, failed(msg))
+}
+
+// nodeLogs reads, oldest first, the logs of the nodes: every log of a subflow
+// run, a task run's own. Both kinds go in one or_ filter, chunked so that a
+// call carries at most idChunk ids.
+func (s *Service) nodeLogs(ctx context.Context, nodes []graphNode) ([]json.RawMessage, error) {
+	ids := make([]string, 0, len(nodes))
+	isFlow := make(map[string]bool, len(nodes))
+	for _, n := range nodes {
+		switch n.Kind {
+		case "flow-run":
+			isFlow[n.ID] = true
+			ids = append(ids, n.ID)
+		case "task-run":
+			ids = append(ids, n.ID)
+		}
+	}
+	return s.filterByIDs(ctx, "/logs/filter", ids, func(c []string) map[string]any {
+		var flows, tasks []string
+		for _, id := range c {
+			if isFlow[id] {
+				flows = append(flows, id)
+			} else {
+				tasks = append(tasks, id)
+			}
+		}
+		f := map[string]any{"operator": "or_"}
+		if len(flows) > 0 {
+			f["flow_run_id"] = map[string]any{"any_": flows}
+		}
+		if len(tasks) > 0 {
+			f["task_run_id"] = map[string]any{"any_": tasks}
+		}
+		return map[string]any{"logs": f, "sort": "TIMESTAMP_ASC"}
+	})
+}
+
+// logsByNode groups logs by node: a log of a subflow node's run (whatever
+// its task) belongs to that node, any other to its task run's node.
+func logsByNode(nodes []graphNode, rows []json.RawMessage) (map[string][]LogLine, error) {
+	flows := map[string]bool{}
+	for _, n := range nodes {
+		if n.Kind == "flow-run" {
+			flows[n.ID] = true
+		}
+	}
+	logs, err := decodeLogs(uniqueByID(rows))
+	if err != nil {
+		return nil, err
+	}
+	byNode := map[string][]LogLine{}
+	for _, l := range logs {
+		switch {
+		case l.FlowRunID != nil && flows[*l.FlowRunID]:
+			byNode[*l.FlowRunID] = append(byNode[*l.FlowRunID], l.LogLine)
+		case l.TaskRunID != nil:
+			byNode[*l.TaskRunID] = append(byNode[*l.TaskRunID], l.LogLine)
+		}
+	}
+	return byNode, nil
 }
