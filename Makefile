@@ -4,6 +4,10 @@
 
 PREFECT_VERSION ?= 3.6.29
 export PREFECT_VERSION
+# The database of the tests' shared Prefect server: sqlite, or postgres (a
+# private PostgreSQL cluster, as Dalgo runs Prefect in production).
+PREFECT_DB ?= sqlite
+export PREFECT_DB
 GO ?= go
 # End-to-end tests start real processes; keep the whole run bounded.
 TEST_TIMEOUT ?= 45m
