@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
+	"github.com/DalgoT4D/prefect-proxy-go/internal/adaptive"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 )
@@ -44,6 +45,7 @@ type rigOpts struct {
 	workerKey   []byte // default testKey()
 	retryWindow time.Duration
 	now         func() time.Time
+	limiter     *adaptive.Limiter
 }
 
 func newRigWith(t *testing.T, o rigOpts, ops ...Op[any]) *rig {
@@ -61,7 +63,7 @@ func newRigWith(t *testing.T, o rigOpts, ops ...Op[any]) *rig {
 	rdb := opt.MakeRedisClient().(redis.UniversalClient)
 	t.Cleanup(func() { _ = rdb.Close() })
 	reg := prometheus.NewRegistry()
-	runner, err := NewRunner(RunnerConfig{Key: o.workerKey, Redis: rdb, Log: log, Registry: reg, RetryWindow: o.retryWindow, Now: o.now})
+	runner, err := NewRunner(RunnerConfig{Key: o.workerKey, Redis: rdb, Log: log, Registry: reg, RetryWindow: o.retryWindow, Now: o.now, Limiter: o.limiter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -826,5 +828,81 @@ func TestBadPayloadIsNotRetryable(t *testing.T) {
 	_, err := op.work(context.Background(), []byte(`[1]`), Run{Key: "j", Attempt: 1})
 	if err == nil || op.retryable(err) || apperr.CodeOf(err) != apperr.Internal {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func TestAdaptiveLimitLearnsFromEachJobsOutcome(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name      string
+		err       error
+		wantLimit int
+	}{
+		{name: "success keeps the limit", wantLimit: 4},
+		{name: "Prefect's 503 cuts it", err: &prefect.APIError{Method: "POST", Path: "/x", Status: http.StatusServiceUnavailable}, wantLimit: 3},
+		{name: "a 429 cuts it", err: &prefect.APIError{Method: "POST", Path: "/x", Status: http.StatusTooManyRequests}, wantLimit: 3},
+		{name: "an unreachable Prefect cuts it", err: &prefect.TransportError{Method: "POST", Path: "/x", Err: errors.New("refused")}, wantLimit: 3},
+		{name: "a 404 is an answer: the limit holds", err: &prefect.APIError{Method: "POST", Path: "/x", Status: http.StatusNotFound}, wantLimit: 4},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			lim := adaptive.New(adaptive.Config{Max: 4, Initial: 4})
+			op := echoOp("t:limited", nil)
+			op.Work = func(context.Context, any, Run) (any, error) {
+				if tc.err != nil {
+					return nil, tc.err
+				}
+				return "ok", nil
+			}
+			r := newRigWith(t, rigOpts{maxAttempts: 1, retention: time.Hour, limiter: lim}, op)
+			e, err := Enqueue[any](t.Context(), r.client, op, nil, EnqueueOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j, err := r.client.Wait(t.Context(), e, 15*time.Second); err != nil || !j.Done() {
+				t.Fatalf("job %+v, %v", j, err)
+			}
+			if got := lim.Limit(); got != tc.wantLimit {
+				t.Errorf("limit = %d, want %d", got, tc.wantLimit)
+			}
+			if lim.InFlight() != 0 {
+				t.Errorf("%d slots still held", lim.InFlight())
+			}
+		})
+	}
+}
+
+func TestAdaptiveLimitBoundsJobsRunningAtOnce(t *testing.T) {
+	t.Parallel()
+	lim := adaptive.New(adaptive.Config{Max: 2, Initial: 2})
+	var cur, peak atomic.Int32
+	op := echoOp("t:bounded", nil)
+	op.Work = func(context.Context, any, Run) (any, error) {
+		n := cur.Add(1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		time.Sleep(20 * time.Millisecond)
+		cur.Add(-1)
+		return "ok", nil
+	}
+	// The asynq server runs 4 at once; the limit lets 2 of them work.
+	r := newRigWith(t, rigOpts{maxAttempts: 1, retention: time.Hour, limiter: lim}, op)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			e, err := Enqueue[any](t.Context(), r.client, op, nil, EnqueueOptions{})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if j, err := r.client.Wait(t.Context(), e, 30*time.Second); err != nil || j.State != StateSucceeded {
+				t.Errorf("job %+v, %v", j, err)
+			}
+		})
+	}
+	wg.Wait()
+	if p := peak.Load(); p > 2 {
+		t.Errorf("%d jobs worked at once; the limit is 2", p)
 	}
 }
