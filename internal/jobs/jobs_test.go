@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -831,37 +832,61 @@ func TestBadPayloadIsNotRetryable(t *testing.T) {
 	}
 }
 
-func TestAdaptiveLimitLearnsFromEachJobsOutcome(t *testing.T) {
+// limitedCall is what a write op does with Prefect: one HTTP call through
+// the adaptive transport, with the job's context.
+func limitedCall(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Transport: adaptive.Transport(http.DefaultTransport)}).Do(req)
+	if err != nil {
+		return &prefect.TransportError{Method: "POST", Path: "/x", Err: err}
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return &prefect.APIError{Method: "POST", Path: "/x", Status: resp.StatusCode}
+	}
+	return nil
+}
+
+func TestAdaptiveLimitLearnsFromTheJobsCalls(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name      string
-		err       error
+		status    int
 		wantLimit int
 	}{
-		{name: "success keeps the limit", wantLimit: 4},
-		{name: "Prefect's 503 cuts it", err: &prefect.APIError{Method: "POST", Path: "/x", Status: http.StatusServiceUnavailable}, wantLimit: 3},
-		{name: "a 429 cuts it", err: &prefect.APIError{Method: "POST", Path: "/x", Status: http.StatusTooManyRequests}, wantLimit: 3},
-		{name: "an unreachable Prefect cuts it", err: &prefect.TransportError{Method: "POST", Path: "/x", Err: errors.New("refused")}, wantLimit: 3},
-		{name: "a 404 is an answer: the limit holds", err: &prefect.APIError{Method: "POST", Path: "/x", Status: http.StatusNotFound}, wantLimit: 4},
+		{name: "success keeps the limit", status: http.StatusOK, wantLimit: 4},
+		{name: "Prefect's 503 cuts it", status: http.StatusServiceUnavailable, wantLimit: 3},
+		{name: "a 429 cuts it", status: http.StatusTooManyRequests, wantLimit: 3},
+		{name: "a 404 is an answer: the limit holds", status: http.StatusNotFound, wantLimit: 4},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(tc.status) }))
+			defer up.Close()
 			lim := adaptive.New(adaptive.Config{Max: 4, Initial: 4})
 			op := echoOp("t:limited", nil)
-			op.Work = func(context.Context, any, Run) (any, error) {
-				if tc.err != nil {
-					return nil, tc.err
+			op.Work = func(ctx context.Context, _ any, _ Run) (any, error) {
+				if adaptive.FromContext(ctx) != lim {
+					return nil, errors.New("the job's context does not carry the worker's limiter")
 				}
-				return "ok", nil
+				return "ok", limitedCall(ctx, up.URL)
 			}
 			r := newRigWith(t, rigOpts{maxAttempts: 1, retention: time.Hour, limiter: lim}, op)
 			e, err := Enqueue[any](t.Context(), r.client, op, nil, EnqueueOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if j, err := r.client.Wait(t.Context(), e, 15*time.Second); err != nil || !j.Done() {
+			j, err := r.client.Wait(t.Context(), e, 15*time.Second)
+			if err != nil || !j.Done() {
 				t.Fatalf("job %+v, %v", j, err)
+			}
+			if strings.Contains(string(j.Body), "does not carry") {
+				t.Fatalf("job answered %s", j.Body)
 			}
 			if got := lim.Limit(); got != tc.wantLimit {
 				t.Errorf("limit = %d, want %d", got, tc.wantLimit)
@@ -873,20 +898,21 @@ func TestAdaptiveLimitLearnsFromEachJobsOutcome(t *testing.T) {
 	}
 }
 
-func TestAdaptiveLimitBoundsJobsRunningAtOnce(t *testing.T) {
+func TestAdaptiveLimitBoundsCallsToPrefect(t *testing.T) {
 	t.Parallel()
-	lim := adaptive.New(adaptive.Config{Max: 2, Initial: 2})
 	var cur, peak atomic.Int32
-	op := echoOp("t:bounded", nil)
-	op.Work = func(context.Context, any, Run) (any, error) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		n := cur.Add(1)
 		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
 		}
 		time.Sleep(20 * time.Millisecond)
 		cur.Add(-1)
-		return "ok", nil
-	}
-	// The asynq server runs 4 at once; the limit lets 2 of them work.
+	}))
+	defer up.Close()
+	lim := adaptive.New(adaptive.Config{Max: 2, Initial: 2})
+	op := echoOp("t:bounded", nil)
+	op.Work = func(ctx context.Context, _ any, _ Run) (any, error) { return "ok", limitedCall(ctx, up.URL) }
+	// The asynq server runs 4 jobs at once; the limit lets 2 of them call.
 	r := newRigWith(t, rigOpts{maxAttempts: 1, retention: time.Hour, limiter: lim}, op)
 	var wg sync.WaitGroup
 	for range 8 {
@@ -903,6 +929,6 @@ func TestAdaptiveLimitBoundsJobsRunningAtOnce(t *testing.T) {
 	}
 	wg.Wait()
 	if p := peak.Load(); p > 2 {
-		t.Errorf("%d jobs worked at once; the limit is 2", p)
+		t.Errorf("%d calls reached Prefect at once; the limit is 2", p)
 	}
 }

@@ -29,10 +29,11 @@ type RunnerConfig struct {
 	RetryWindow time.Duration
 	// Now is the clock the window is checked against; nil: time.Now.
 	Now func() time.Time
-	// Limiter, if set, bounds how many jobs run their work at once,
-	// adapting to Prefect's capacity: an attempt waits for a slot, and its
-	// outcome (success, or an overload: a retryable failure, the attempt's
-	// deadline) moves the limit. Nil: WORKER_CONCURRENCY alone bounds it.
+	// Limiter, if set, bounds the calls to Prefect that jobs make at once,
+	// adapting to Prefect's capacity: a job's context carries it
+	// (adaptive.WithLimiter), and the Prefect client's transport
+	// (adaptive.Transport) makes each call wait for a slot and report its
+	// outcome. Nil: WORKER_CONCURRENCY alone bounds them.
 	Limiter *adaptive.Limiter
 }
 
@@ -107,7 +108,7 @@ func (r *Runner) process(ctx context.Context, op registered, t *asynq.Task) erro
 	if env.RunKey != "" {
 		runKey = env.RunKey
 	}
-	body, runErr := r.work(ctx, op, env.Payload, Run{Key: runKey, Attempt: attempt})
+	body, runErr := op.work(adaptive.WithLimiter(ctx, r.cfg.Limiter), env.Payload, Run{Key: runKey, Attempt: attempt})
 	if runErr == nil {
 		return r.succeed(ctx, op, t, id, attempt, start, body)
 	}
@@ -119,30 +120,6 @@ func (r *Runner) process(ctx context.Context, op registered, t *asynq.Task) erro
 	}
 	return r.fail(ctx, op, t, failure{id: id, attempt: attempt, retried: retried, maxRetry: maxRetry,
 		start: start, created: env.CreatedAt, log: log, err: runErr})
-}
-
-// work runs the op within the adaptive limit, if there is one. A wait cut
-// short by ctx returns ctx's error, as an interrupted attempt.
-func (r *Runner) work(ctx context.Context, op registered, payload []byte, run Run) (any, error) {
-	if r.cfg.Limiter == nil {
-		return op.work(ctx, payload, run)
-	}
-	release, err := r.cfg.Limiter.Acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	body, err := op.work(ctx, payload, run)
-	switch {
-	case err == nil:
-		release(adaptive.Success)
-	case errors.Is(ctx.Err(), context.Canceled):
-		release(adaptive.Ignore) // shutdown: says nothing about Prefect
-	case ctx.Err() != nil || op.retryable(err):
-		release(adaptive.Overload) // the attempt's deadline, or 503/429/5xx/unreachable
-	default:
-		release(adaptive.Success) // an answer: 404, 422 ...
-	}
-	return body, err
 }
 
 // succeed records a job's answer.

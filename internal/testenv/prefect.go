@@ -94,6 +94,19 @@ func StartPrefect() (*PrefectServer, error) {
 	return startPrefect(nil)
 }
 
+// StartPrefectOn starts a fresh Prefect server of its own on db (DBSQLite or
+// DBPostgres), whatever PREFECT_DB and PREFECT_TEST_API_URL say: for a
+// benchmark that compares databases. The caller stops it with Stop.
+func StartPrefectOn(db string) (*PrefectServer, error) {
+	switch db {
+	case DBSQLite:
+		return startPrefect(nil)
+	case DBPostgres:
+		return StartPrefectPostgres()
+	}
+	return nil, errorf("unknown Prefect database %q (want %s or %s)", db, DBSQLite, DBPostgres)
+}
+
 // StartPrefectPostgres starts a Prefect server backed by its own PostgreSQL
 // cluster (StartPostgres), whatever PREFECT_DB says. Stop stops both.
 func StartPrefectPostgres() (*PrefectServer, error) {
