@@ -131,8 +131,15 @@ capacity: deps
 	$(GO) test -run '^$$' -bench Capacity -benchtime 1x -v ./internal/e2e/
 	$(GO) test -run '^$$' -bench EnqueueConfirm -benchtime 3000x ./internal/jobs/
 
+# Synchronous flow-run creation (route 31) through the proxy, adaptive write
+# limit on and off, against Prefect direct, on a fresh Prefect on SQLite and
+# one on PostgreSQL, 16 and 64 clients, interleaved (docs/BENCHMARKS.md, "Writes").
+.PHONY: bench-writes
+bench-writes: test-deps prefect-venv
+	$(GO) test -run '^$$' -bench Writes -benchtime 1x -timeout 60m -v ./internal/e2e/
+
 .PHONY: bench
-bench:
+bench: bench-writes
 	$(GO) test -run '^$$' -bench 'Poll/upstream=fast-fake' -benchtime 4000x ./internal/bench/
 	$(GO) test -run '^$$' -bench 'History' -benchtime 10x ./internal/bench/
 	@if [ -n "$$BENCH_PREFECT_URL" ]; then $(GO) test -run '^$$' -bench 'Poll/upstream=prefect' -benchtime 400x ./internal/bench/; fi
