@@ -71,8 +71,10 @@ func TestLimitFollowsAIMD(t *testing.T) {
 		{name: "the baseline forgets a fast past after two windows", cfg: Config{Max: 10, Initial: 4, Window: 5},
 			rounds: []round{{calls: 1, took: fast, outcome: Success}, {calls: 10, took: 100 * time.Millisecond, outcome: Success, times: 20}},
 			want:   10},
-		{name: "a success slower than SlowAfter is an overload", cfg: Config{Max: 10, Initial: 4},
+		{name: "a success slower than SlowAfter is an overload", cfg: Config{Max: 10, Initial: 4, SlowAfter: 5 * time.Second},
 			rounds: []round{{calls: 1, took: 6 * time.Second, outcome: Success}}, want: 3, wantCuts: 1},
+		{name: "without SlowAfter a slow success is no overload", cfg: Config{Max: 10, Initial: 4},
+			rounds: []round{{calls: 1, took: 60 * time.Second, outcome: Success}}, want: 4},
 		{name: "ignored outcomes change nothing", cfg: Config{Max: 10},
 			rounds: []round{{calls: 5, took: 10 * time.Second, outcome: Ignore, times: 3}}, want: 5},
 	}

@@ -103,7 +103,8 @@ func writesOn(b *testing.B, db string, clients []int, n, rounds int) {
 			line := fmt.Sprintf("    %-16s p50 %8.1f ms  p99 %8.1f ms  max %8.1f ms  errors %4d/%d  %6.1f req/s",
 				s.name, ms(m.P50()), ms(m.P99()), ms(m.Quantile(1)), m.Errors, m.Requests, m.RPS())
 			if s.worker != nil {
-				line += "  limit now " + workerMetric(hc, s.worker.URL, "proxy_adaptive_limit")
+				line += "  limit now " + workerMetric(hc, s.worker.URL, "proxy_adaptive_limit") +
+					", cuts so far " + workerMetric(hc, s.worker.URL, "proxy_adaptive_limit_decreases_total")
 			}
 			if m.FirstErr != nil {
 				line += "  first error: " + firstLine(m.FirstErr.Error())
