@@ -4,6 +4,10 @@
 
 PREFECT_VERSION ?= 3.6.29
 export PREFECT_VERSION
+# The database of the tests' shared Prefect server: sqlite, or postgres (a
+# private PostgreSQL cluster, as Dalgo runs Prefect in production).
+PREFECT_DB ?= sqlite
+export PREFECT_DB
 GO ?= go
 # End-to-end tests start real processes; keep the whole run bounded.
 TEST_TIMEOUT ?= 45m
@@ -152,8 +156,16 @@ bench-reads:
 	  bin/withprefect -- $(GO) test -run '^$$' -bench 'Reads' -benchtime 100x ./internal/bench/; \
 	else $(GO) test -run '^$$' -bench 'Reads' -benchtime 100x ./internal/bench/; fi
 
+
+# Synchronous flow-run creation (route 31) through the proxy, adaptive write
+# limit on and off, against Prefect direct, on a fresh Prefect on SQLite and
+# one on PostgreSQL, 16 and 64 clients, interleaved (docs/BENCHMARKS.md, "Writes").
+.PHONY: bench-writes
+bench-writes: test-deps prefect-venv
+	$(GO) test -run '^$$' -bench Writes -benchtime 1x -timeout 60m -v ./internal/e2e/
+
 .PHONY: bench
-bench: bench-idle bench-soak bench-reads
+bench: bench-idle bench-soak bench-reads bench-writes
 	$(GO) test -run '^$$' -bench 'Poll/upstream=fast-fake' -benchtime 4000x ./internal/bench/
 	$(GO) test -run '^$$' -bench 'History' -benchtime 10x ./internal/bench/
 	@if [ -n "$$BENCH_PREFECT_URL" ]; then $(GO) test -run '^$$' -bench 'Poll/upstream=prefect' -benchtime 400x ./internal/bench/; fi

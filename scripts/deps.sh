@@ -4,7 +4,9 @@
 # Sentinels of the failover test), haproxy (the load balancer of the
 # many-replicas test), python3 with venv (for the Prefect server's
 # virtualenv); with --test also chromium (a test renders /docs in it with the
-# network cut off). Debian/Ubuntu, as root or with sudo.
+# network cut off) and postgresql (the harness runs Prefect on a private
+# PostgreSQL cluster: PREFECT_DB=postgres, its own test and bench-writes).
+# Debian/Ubuntu, as root or with sudo.
 set -euo pipefail
 
 need=()
@@ -19,6 +21,8 @@ fi
 command -v git >/dev/null 2>&1 || need+=(git)
 if [ "${1:-}" = "--test" ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  # Debian keeps initdb off PATH, in /usr/lib/postgresql/<major>/bin.
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
 fi
 
 if ! command -v go >/dev/null 2>&1; then

@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
+	"github.com/DalgoT4D/prefect-proxy-go/internal/adaptive"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/httpapi"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
@@ -77,8 +78,10 @@ func New(cfg config.Config, log *logrus.Logger) (*App, error) {
 		Timeout:    cfg.PrefectTimeout,
 		AuthString: cfg.PrefectAuthString,
 		APIKey:     cfg.PrefectAPIKey,
+		// Calls of write jobs wait for a slot of the worker's adaptive
+		// limit (WORKER_ADAPTIVE_LIMIT); reads carry none and pass through.
 		Instrument: func(rt http.RoundTripper) http.RoundTripper {
-			return obs.NewUpstream(a.Registry).Transport(rt, "prefect", obs.PrefectRoute)
+			return adaptive.Transport(obs.NewUpstream(a.Registry).Transport(rt, "prefect", obs.PrefectRoute))
 		},
 	})
 	a.Proxy = proxy.New(a.Prefect, log)

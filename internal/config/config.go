@@ -45,6 +45,9 @@ type Config struct {
 	JobAttemptTimeout time.Duration
 	JobRetention      time.Duration
 	WorkerConcurrency int
+	// WorkerAdaptiveLimit: write jobs calling Prefect at once follow an
+	// adaptive limit (internal/adaptive) capped by WorkerConcurrency.
+	WorkerAdaptiveLimit bool
 	// RelayConcurrency is the size of the worker's second pool, serving only
 	// relay deliveries and the reconciler.
 	RelayConcurrency int
@@ -143,6 +146,7 @@ func Load(getenv func(string) string, opts ...Option) (Config, error) {
 		JobAttemptTimeout:      l.duration("JOB_ATTEMPT_TIMEOUT"),
 		JobRetention:           l.duration("JOB_RETENTION"),
 		WorkerConcurrency:      l.positiveInt("WORKER_CONCURRENCY"),
+		WorkerAdaptiveLimit:    l.oneOf("WORKER_ADAPTIVE_LIMIT", "on", "off") == "on",
 		JobMaxAttempts:         l.positiveInt("JOB_MAX_ATTEMPTS"),
 		JobRetryWindow:         l.duration("JOB_RETRY_WINDOW"),
 		RelayConcurrency:       l.positiveInt("RELAY_CONCURRENCY"),

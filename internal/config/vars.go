@@ -51,6 +51,7 @@ func Vars() []Var {
 		{Name: "HTTP_IDLE_TIMEOUT", Default: "90s", Usage: "closes a keep-alive connection (api and worker ops port) idle this long", For: API | Worker},
 		{Name: "JOB_RETENTION", Default: "24h", Usage: "how long job results and idempotency keys are kept", For: API | Worker},
 		{Name: "WORKER_CONCURRENCY", Default: "10", Usage: "parallel write jobs per worker process (queues critical and default)", For: API | Worker},
+		{Name: "WORKER_ADAPTIVE_LIMIT", Default: "on", Usage: "on: a worker adapts how many write jobs call Prefect at once (AIMD: 503, 429 and timeouts cut it, fast successes raise it, WORKER_CONCURRENCY caps it); off: always WORKER_CONCURRENCY", For: API | Worker},
 		{Name: "RELAY_CONCURRENCY", Default: "10", Usage: "parallel relay deliveries and reconciler runs per worker process, in their own pool so a slow Django never holds a write job's slot (unused while the relay is off)", For: API | Worker},
 		{Name: "WORKER_POLL_INTERVAL", Default: "1s", Usage: "how long an idle worker waits for a wake-up before it looks for jobs anyway (whoever queues a job wakes the workers at once; this bounds the delay of a lost wake-up)", For: API | Worker},
 		{Name: "JOB_RETRY_WINDOW", Default: "30m", Usage: "how long a write job keeps retrying a retryable Prefect failure (5xx, timeout, refused connection), counted from when it was queued; backoff is capped at 50 s (60 s with jitter)", For: API | Worker},

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
+	"github.com/DalgoT4D/prefect-proxy-go/internal/adaptive"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 )
@@ -44,6 +46,7 @@ type rigOpts struct {
 	workerKey   []byte // default testKey()
 	retryWindow time.Duration
 	now         func() time.Time
+	limiter     *adaptive.Limiter
 }
 
 func newRigWith(t *testing.T, o rigOpts, ops ...Op[any]) *rig {
@@ -61,7 +64,7 @@ func newRigWith(t *testing.T, o rigOpts, ops ...Op[any]) *rig {
 	rdb := opt.MakeRedisClient().(redis.UniversalClient)
 	t.Cleanup(func() { _ = rdb.Close() })
 	reg := prometheus.NewRegistry()
-	runner, err := NewRunner(RunnerConfig{Key: o.workerKey, Redis: rdb, Log: log, Registry: reg, RetryWindow: o.retryWindow, Now: o.now})
+	runner, err := NewRunner(RunnerConfig{Key: o.workerKey, Redis: rdb, Log: log, Registry: reg, RetryWindow: o.retryWindow, Now: o.now, Limiter: o.limiter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -826,5 +829,106 @@ func TestBadPayloadIsNotRetryable(t *testing.T) {
 	_, err := op.work(context.Background(), []byte(`[1]`), Run{Key: "j", Attempt: 1})
 	if err == nil || op.retryable(err) || apperr.CodeOf(err) != apperr.Internal {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// limitedCall is what a write op does with Prefect: one HTTP call through
+// the adaptive transport, with the job's context.
+func limitedCall(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Transport: adaptive.Transport(http.DefaultTransport)}).Do(req)
+	if err != nil {
+		return &prefect.TransportError{Method: "POST", Path: "/x", Err: err}
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return &prefect.APIError{Method: "POST", Path: "/x", Status: resp.StatusCode}
+	}
+	return nil
+}
+
+func TestAdaptiveLimitLearnsFromTheJobsCalls(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name      string
+		status    int
+		wantLimit int
+	}{
+		{name: "success keeps the limit", status: http.StatusOK, wantLimit: 4},
+		{name: "Prefect's 503 cuts it", status: http.StatusServiceUnavailable, wantLimit: 3},
+		{name: "a 429 cuts it", status: http.StatusTooManyRequests, wantLimit: 3},
+		{name: "a 404 is an answer: the limit holds", status: http.StatusNotFound, wantLimit: 4},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(tc.status) }))
+			defer up.Close()
+			lim := adaptive.New(adaptive.Config{Max: 4, Initial: 4})
+			op := echoOp("t:limited", nil)
+			op.Work = func(ctx context.Context, _ any, _ Run) (any, error) {
+				if adaptive.FromContext(ctx) != lim {
+					return nil, errors.New("the job's context does not carry the worker's limiter")
+				}
+				return "ok", limitedCall(ctx, up.URL)
+			}
+			r := newRigWith(t, rigOpts{maxAttempts: 1, retention: time.Hour, limiter: lim}, op)
+			e, err := Enqueue[any](t.Context(), r.client, op, nil, EnqueueOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			j, err := r.client.Wait(t.Context(), e, 15*time.Second)
+			if err != nil || !j.Done() {
+				t.Fatalf("job %+v, %v", j, err)
+			}
+			if strings.Contains(string(j.Body), "does not carry") {
+				t.Fatalf("job answered %s", j.Body)
+			}
+			if got := lim.Limit(); got != tc.wantLimit {
+				t.Errorf("limit = %d, want %d", got, tc.wantLimit)
+			}
+			if lim.InFlight() != 0 {
+				t.Errorf("%d slots still held", lim.InFlight())
+			}
+		})
+	}
+}
+
+func TestAdaptiveLimitBoundsCallsToPrefect(t *testing.T) {
+	t.Parallel()
+	var cur, peak atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		n := cur.Add(1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		time.Sleep(20 * time.Millisecond)
+		cur.Add(-1)
+	}))
+	defer up.Close()
+	lim := adaptive.New(adaptive.Config{Max: 2, Initial: 2})
+	op := echoOp("t:bounded", nil)
+	op.Work = func(ctx context.Context, _ any, _ Run) (any, error) { return "ok", limitedCall(ctx, up.URL) }
+	// The asynq server runs 4 jobs at once; the limit lets 2 of them call.
+	r := newRigWith(t, rigOpts{maxAttempts: 1, retention: time.Hour, limiter: lim}, op)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			e, err := Enqueue[any](t.Context(), r.client, op, nil, EnqueueOptions{})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if j, err := r.client.Wait(t.Context(), e, 30*time.Second); err != nil || j.State != StateSucceeded {
+				t.Errorf("job %+v, %v", j, err)
+			}
+		})
+	}
+	wg.Wait()
+	if p := peak.Load(); p > 2 {
+		t.Errorf("%d calls reached Prefect at once; the limit is 2", p)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
+	"github.com/DalgoT4D/prefect-proxy-go/internal/adaptive"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/retry"
 )
@@ -28,6 +29,12 @@ type RunnerConfig struct {
 	RetryWindow time.Duration
 	// Now is the clock the window is checked against; nil: time.Now.
 	Now func() time.Time
+	// Limiter, if set, bounds the calls to Prefect that jobs make at once,
+	// adapting to Prefect's capacity: a job's context carries it
+	// (adaptive.WithLimiter), and the Prefect client's transport
+	// (adaptive.Transport) makes each call wait for a slot and report its
+	// outcome. Nil: WORKER_CONCURRENCY alone bounds them.
+	Limiter *adaptive.Limiter
 }
 
 // Runner turns registered Ops into asynq handlers: it opens the sealed payload, runs the
@@ -101,7 +108,7 @@ func (r *Runner) process(ctx context.Context, op registered, t *asynq.Task) erro
 	if env.RunKey != "" {
 		runKey = env.RunKey
 	}
-	body, runErr := op.work(ctx, env.Payload, Run{Key: runKey, Attempt: attempt})
+	body, runErr := op.work(adaptive.WithLimiter(ctx, r.cfg.Limiter), env.Payload, Run{Key: runKey, Attempt: attempt})
 	if runErr == nil {
 		return r.succeed(ctx, op, t, id, attempt, start, body)
 	}

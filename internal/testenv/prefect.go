@@ -44,6 +44,8 @@ type PrefectServer struct {
 	Version string
 	// Home is the isolated PREFECT_HOME (empty for an external server).
 	Home string
+	// DB is the server's PostgreSQL cluster (nil on SQLite or external).
+	DB *Postgres
 
 	proc *Proc
 	http *http.Client
@@ -86,6 +88,42 @@ func StartPrefect() (*PrefectServer, error) {
 		}
 		return s, nil
 	}
+	if PrefectDB() == DBPostgres {
+		return StartPrefectPostgres()
+	}
+	return startPrefect(nil)
+}
+
+// StartPrefectOn starts a fresh Prefect server of its own on db (DBSQLite or
+// DBPostgres), whatever PREFECT_DB and PREFECT_TEST_API_URL say: for a
+// benchmark that compares databases. The caller stops it with Stop.
+func StartPrefectOn(db string) (*PrefectServer, error) {
+	switch db {
+	case DBSQLite:
+		return startPrefect(nil)
+	case DBPostgres:
+		return StartPrefectPostgres()
+	}
+	return nil, errorf("unknown Prefect database %q (want %s or %s)", db, DBSQLite, DBPostgres)
+}
+
+// StartPrefectPostgres starts a Prefect server backed by its own PostgreSQL
+// cluster (StartPostgres), whatever PREFECT_DB says. Stop stops both.
+func StartPrefectPostgres() (*PrefectServer, error) {
+	db, err := StartPostgres()
+	if err != nil {
+		return nil, err
+	}
+	s, err := startPrefect(db)
+	if err != nil {
+		db.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// startPrefect starts a server on SQLite (db nil) or on db.
+func startPrefect(db *Postgres) (*PrefectServer, error) {
 	hc := &http.Client{Timeout: prefectCallTimeout}
 	venv, err := PrefectVenv()
 	if err != nil {
@@ -93,7 +131,7 @@ func StartPrefect() (*PrefectServer, error) {
 	}
 	var lastErr error
 	for attempt := 0; attempt < 2; attempt++ { // the free port can be taken in between
-		s, err := startPrefectIn(venv, hc, attempt == 0)
+		s, err := startPrefectIn(venv, hc, db, attempt == 0)
 		if err == nil {
 			return s, nil
 		}
@@ -230,7 +268,7 @@ func PrefectArgs(port int) []string {
 		"--no-ui", "--analytics-off", "--no-scheduler", "--no-late-runs"}
 }
 
-func startPrefectIn(venv string, hc *http.Client, useTemplate bool) (*PrefectServer, error) {
+func startPrefectIn(venv string, hc *http.Client, db *Postgres, useTemplate bool) (*PrefectServer, error) {
 	home, err := os.MkdirTemp("", "testenv-prefect-")
 	if err != nil {
 		return nil, err
@@ -245,14 +283,18 @@ func startPrefectIn(venv string, hc *http.Client, useTemplate bool) (*PrefectSer
 	}
 	// A migrated empty database saves most of a first start (about a hundred
 	// SQLite migrations); the venv keeps one per Prefect version.
-	if useTemplate {
+	env := PrefectServerEnv(home, port)
+	switch {
+	case db != nil:
+		env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = db.PrefectURL()
+	case useTemplate:
 		seedDatabase(home)
 	}
 	p, err := startProc(procOpts{
 		name:    "prefect",
 		path:    filepath.Join(venv, "bin", "prefect"),
 		args:    PrefectArgs(port),
-		env:     envList(PrefectServerEnv(home, port)),
+		env:     envList(env),
 		dir:     home, // Prefect also reads ./.env and ./prefect.toml
 		logFile: logFile,
 	})
@@ -260,7 +302,7 @@ func startPrefectIn(venv string, hc *http.Client, useTemplate bool) (*PrefectSer
 		_ = logFile.Close()
 		return nil, err
 	}
-	s := &PrefectServer{URL: fmt.Sprintf("http://127.0.0.1:%d/api", port), Home: home, proc: p, http: hc}
+	s := &PrefectServer{URL: fmt.Sprintf("http://127.0.0.1:%d/api", port), Home: home, DB: db, proc: p, http: hc}
 	if err := s.waitHealthy(p, 120*time.Second); err != nil {
 		p.Kill()
 		_ = logFile.Close()
@@ -371,13 +413,17 @@ func templatePath(version string) string {
 func (s *PrefectServer) Proc() *Proc { return s.proc }
 
 // Stop stops a server the harness started (SIGTERM, then SIGKILL to its
-// group) and removes its home. An external server is left alone.
+// group) and removes its home, then stops its PostgreSQL if it has one. An
+// external server is left alone.
 func (s *PrefectServer) Stop() {
 	if s.proc == nil {
 		return
 	}
 	s.proc.Stop(15 * time.Second)
 	_ = os.RemoveAll(s.Home)
+	if s.DB != nil {
+		s.DB.Stop()
+	}
 }
 
 // Logs returns the server's output (empty for an external server).

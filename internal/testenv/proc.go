@@ -62,6 +62,8 @@ type procOpts struct {
 	timeout time.Duration
 	// logFile, if set, also receives the output (Prefect's server log).
 	logFile io.Writer
+	// cred, if set, is the user the process runs as (PostgreSQL as root).
+	cred *syscall.Credential
 }
 
 // startProc starts a process in its own process group, with SIGKILL as its
@@ -70,7 +72,7 @@ func startProc(o procOpts) (*Proc, error) {
 	cmd := exec.Command(o.path, o.args...)
 	cmd.Env = o.env
 	cmd.Dir = o.dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: o.cred}
 	p := &Proc{Name: o.name, cmd: cmd, logs: &logBuffer{}, done: make(chan struct{})}
 
 	var out io.Writer = p.logs

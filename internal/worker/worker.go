@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
+	"github.com/DalgoT4D/prefect-proxy-go/internal/adaptive"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/obs"
@@ -96,6 +97,7 @@ func New(d Deps) (*Worker, error) {
 		Log:         d.Log.WithField("component", "jobs"),
 		Registry:    d.Registry,
 		RetryWindow: d.Config.JobRetryWindow,
+		Limiter:     writeLimiter(d),
 	})
 	if err != nil {
 		return nil, err
@@ -112,6 +114,25 @@ func New(d Deps) (*Worker, error) {
 		w.handleOn(w.relayPool, relay.TaskReconcile, asynq.HandlerFunc(w.relay.Reconciler.ProcessTask), nil)
 	}
 	return w, nil
+}
+
+// writeLimiter is the adaptive limit of write jobs calling Prefect at once
+// (WORKER_ADAPTIVE_LIMIT), per process, capped by WORKER_CONCURRENCY; nil
+// when off. Prefect on SQLite answers 503 once a few writers contend for its
+// lock: a fixed concurrency either storms it (503s, retries seconds apart) or
+// under-uses a PostgreSQL-backed Prefect.
+func writeLimiter(d Deps) *adaptive.Limiter {
+	if !d.Config.WorkerAdaptiveLimit {
+		return nil
+	}
+	c := adaptive.Config{Max: d.Config.WorkerConcurrency, Name: "prefect_writes"}
+	if c.Max <= 0 {
+		c.Max = jobs.DefaultConcurrency
+	}
+	if d.Registry != nil {
+		c.Registry = d.Registry
+	}
+	return adaptive.New(c)
 }
 
 // Handle registers a write-job handler (served by the write pool) and its

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
+	"github.com/DalgoT4D/prefect-proxy-go/internal/adaptive"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 )
@@ -262,4 +263,48 @@ func gauge(t *testing.T, reg *prometheus.Registry, name, pool string) float64 {
 		}
 	}
 	return 0
+}
+
+func TestAdaptiveLimitOfWriteCalls(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		on      bool
+		metrics string // in /metrics when on
+	}{
+		{name: "on: write jobs carry the limit, capped by WORKER_CONCURRENCY, and /metrics shows it", on: true,
+			metrics: `proxy_adaptive_limit_max{limiter="prefect_writes"} 2`},
+		{name: "off: no limit, no metric"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			carried := make(chan bool, 1)
+			op := jobs.Op[any]{Kind: "t:carries", Queue: jobs.QueueDefault,
+				Work: func(ctx context.Context, _ any, _ jobs.Run) (any, error) {
+					carried <- adaptive.FromContext(ctx) != nil
+					return "ok", nil
+				}}
+			r := newRig(t, op)
+			r.cfg.WorkerAdaptiveLimit = tc.on
+			reg := prometheus.NewRegistry()
+			w := r.worker(t, time.Second, reg, op)
+			defer w.Shutdown()
+			if _, err := jobs.Enqueue[any](context.Background(), r.client, op, nil, jobs.EnqueueOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if got := <-carried; got != tc.on {
+				t.Errorf("job's context carries a limiter: %v, want %v", got, tc.on)
+			}
+			rec := httptest.NewRecorder()
+			w.OpsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+			body := rec.Body.String()
+			if tc.on && !strings.Contains(body, tc.metrics) {
+				t.Errorf("metrics lack %q:\n%s", tc.metrics, body)
+			}
+			if !tc.on && strings.Contains(body, "proxy_adaptive_") {
+				t.Errorf("adaptive metrics with the limit off:\n%s", body)
+			}
+		})
+	}
 }

@@ -3,6 +3,7 @@
 // server (PREFECT_VERSION, default 3.6.29; the venv is created on first use),
 // exports its API root as PREFECT_TEST_API_URL, runs the command and stops the
 // server. So every test package shares one server instead of starting its own.
+// PREFECT_DB=postgres puts that server on a private PostgreSQL cluster.
 // If PREFECT_TEST_API_URL is already set, that server is used as it is.
 package main
 
@@ -38,7 +39,14 @@ func run(args []string) int {
 		return 1
 	}
 	defer srv.Stop()
-	fmt.Fprintf(os.Stderr, "withprefect: Prefect %s at %s (ready in %s)\n", srv.Version, srv.URL, time.Since(start).Round(100*time.Millisecond))
+	db := testenv.DBSQLite
+	switch {
+	case srv.DB != nil:
+		db = testenv.DBPostgres + " at " + srv.DB.Addr
+	case srv.Proc() == nil:
+		db = "its own database (" + testenv.EnvPrefectURL + ")"
+	}
+	fmt.Fprintf(os.Stderr, "withprefect: Prefect %s at %s on %s (ready in %s)\n", srv.Version, srv.URL, db, time.Since(start).Round(100*time.Millisecond))
 
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
