@@ -256,6 +256,12 @@ func (s *Subscriber) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("events: new generation: %w", err)
 	}
+	// Whatever events:live holds is an earlier connection's (this process
+	// holds the lease): a holder that died cannot delete it, and until this
+	// connection has backfilled, nothing may count on the stream.
+	if err := s.cfg.Redis.Del(ctx, KeyLive).Err(); err != nil {
+		return fmt.Errorf("events: delete %s: %w", KeyLive, err)
+	}
 	connectedAt := time.Now().UTC()
 	s.setConnected(true, gen)
 	s.metrics.connected.Set(1)

@@ -232,13 +232,19 @@ func TestADeadHoldersLeaseExpires(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	r.rdb.Set(context.Background(), KeyLease, "dead-worker", 400*time.Millisecond)
-	r.start(t, r.config())
+	r.rdb.Set(context.Background(), KeyLive, "7", 15*time.Second) // the dead worker's generation
+	cfg := r.config()
+	cfg.Settle = time.Hour // never live in this test: only the takeover matters
+	r.start(t, cfg)
 	time.Sleep(50 * time.Millisecond)
 	if n := r.prefect.subscribers(); n != 0 {
 		t.Fatalf("%d subscribers while the dead worker's lease holds", n)
 	}
 	r.mr.FastForward(time.Second)
 	waitFor(t, "the takeover", func() bool { return r.prefect.subscribers() == 1 })
+	// The dead worker's events:live goes at once: the new connection has
+	// not backfilled yet.
+	waitFor(t, "the dead generation's events:live deleted", func() bool { return r.live() == "" })
 }
 
 func TestAuth(t *testing.T) {
