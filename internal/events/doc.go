@@ -10,6 +10,7 @@
 //
 //	events:lease       the subscriber's lease (SET NX PX; renewed; its holder alone reads the stream)
 //	events:cursor      JSON {"occurred", "id"} of the newest event handled
+//	events:origin      unix µs of the very first start: no backfill reaches before it
 //	events:generation  INCR'd at every successful (re)connect
 //	events:live        the current generation while the subscriber is connected and has finished its
 //	                   backfill (PX 15 s, refreshed every few seconds; deleted on disconnect)

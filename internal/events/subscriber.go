@@ -125,6 +125,7 @@ const (
 	KeyCursor     = "events:cursor"
 	KeyGeneration = "events:generation"
 	KeyLive       = "events:live"
+	KeyOrigin     = "events:origin" // unix µs of the very first start: no backfill reaches before it
 )
 
 // Subscriber is the event-stream source. Run it in every worker process;
@@ -212,9 +213,13 @@ func (s *Subscriber) lead(ctx context.Context) {
 	}()
 	backoff := time.Duration(0)
 	for lctx.Err() == nil {
+		started := time.Now()
 		err := s.session(lctx)
 		if lctx.Err() != nil {
 			break
+		}
+		if time.Since(started) > time.Minute {
+			backoff = 0 // a connection that lasted: reconnect at once
 		}
 		s.metrics.reconnects.Inc()
 		s.setErr(err)
@@ -345,6 +350,9 @@ func (s *Subscriber) startFrom(ctx context.Context, now time.Time) (time.Time, e
 	}
 	if !ok {
 		first := Cursor{Occurred: now}
+		if err := s.cfg.Redis.SetNX(ctx, KeyOrigin, now.UnixMicro(), 0).Err(); err != nil {
+			return time.Time{}, err
+		}
 		if err := first.save(ctx, s.cfg.Redis); err != nil {
 			return time.Time{}, err
 		}
@@ -354,6 +362,10 @@ func (s *Subscriber) startFrom(ctx context.Context, now time.Time) (time.Time, e
 	}
 	s.metrics.cursor.Set(float64(c.Occurred.UnixMicro()) / 1e6)
 	from := c.Occurred.Add(-s.cfg.Overlap)
+	// The overlap never reaches before the first start: that is history.
+	if us, err := s.cfg.Redis.Get(ctx, KeyOrigin).Int64(); err == nil && from.Before(time.UnixMicro(us)) {
+		from = time.UnixMicro(us).UTC()
+	}
 	if floor := now.Add(-s.cfg.MaxLookback); from.Before(floor) {
 		s.cfg.Log.WithField("cursor", c.Occurred).Warnf("events: cursor older than %s; backfilling from %s only", s.cfg.MaxLookback, floor)
 		from = floor

@@ -87,6 +87,12 @@ func TestFirstStartRecordsTheCursorAndReplaysNoHistory(t *testing.T) {
 	if got := r.ingress.ids(); len(got) != 0 {
 		t.Errorf("first start replayed %v; history must not reach Django", got)
 	}
+	// Nor does a reconnect's overlap reach before the first start.
+	r.prefect.dropAll()
+	waitFor(t, "the reconnect live", func() bool { return r.generation() >= 2 && r.live() != "" })
+	if got := r.ingress.ids(); len(got) != 0 {
+		t.Errorf("a reconnect after the first start replayed %v", got)
+	}
 	if _, ok, _ := loadCursor(context.Background(), r.rdb); !ok {
 		t.Error("no cursor recorded on first start")
 	}
