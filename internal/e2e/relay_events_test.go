@@ -331,6 +331,7 @@ func TestRelaySourceLatency(t *testing.T) {
 			runs := map[string]string{}
 			for range rounds {
 				maps.Copy(runs, terminalRuns(t, p, dep.ID))
+				time.Sleep(200 * time.Millisecond) // an open loop, not a flood of SQLite writes
 			}
 			assertOnce(t, dj, runs)
 			lat := stateLatencies(t, p, dj, runs)

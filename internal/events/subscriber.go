@@ -257,15 +257,9 @@ func (s *Subscriber) session(ctx context.Context) error {
 		return err
 	}
 	defer conn.close()
-	gen, err := s.cfg.Redis.Incr(ctx, KeyGeneration).Result()
+	gen, err := s.newGeneration(ctx)
 	if err != nil {
-		return fmt.Errorf("events: new generation: %w", err)
-	}
-	// Whatever events:live holds is an earlier connection's (this process
-	// holds the lease): a holder that died cannot delete it, and until this
-	// connection has backfilled, nothing may count on the stream.
-	if err := s.cfg.Redis.Del(ctx, KeyLive).Err(); err != nil {
-		return fmt.Errorf("events: delete %s: %w", KeyLive, err)
+		return err
 	}
 	connectedAt := time.Now().UTC()
 	s.setConnected(true, gen)
@@ -285,18 +279,9 @@ func (s *Subscriber) session(ctx context.Context) error {
 		close(live)
 	}()
 
-	from, err := s.startFrom(ctx, connectedAt)
+	secondFrom, err := s.catchUp(ctx, connectedAt)
 	if err != nil {
 		return err
-	}
-	if !from.IsZero() {
-		if err := s.backfill(ctx, from); err != nil {
-			return err
-		}
-	}
-	secondFrom := connectedAt.Add(-s.cfg.Overlap)
-	if from.IsZero() || secondFrom.Before(from) {
-		secondFrom = connectedAt // first start: the minute before it is history
 	}
 	settle := time.NewTimer(time.Until(connectedAt.Add(s.cfg.Settle)))
 	defer settle.Stop()
@@ -311,32 +296,83 @@ func (s *Subscriber) session(ctx context.Context) error {
 			if !ok {
 				return fmt.Errorf("events: stream: %w", readErr)
 			}
-			if err := s.handle(ctx, ev, sourceLive); err != nil {
-				return err
-			}
+			err = s.handle(ctx, ev, sourceLive)
 		case <-settle.C:
-			if err := s.backfill(ctx, secondFrom); err != nil {
-				return err
-			}
-			if err := s.cfg.Redis.Set(ctx, KeyLive, gen, s.cfg.LiveTTL).Err(); err != nil {
-				return fmt.Errorf("events: set %s: %w", KeyLive, err)
-			}
-			isLive = true
-			s.setLive(true)
-			s.cfg.Log.WithField("generation", gen).Info("events: backfill done; live")
+			err = s.goLive(ctx, gen, secondFrom)
+			isLive = err == nil
 		case <-refresh.C:
-			if !isLive {
-				continue
-			}
-			ok, err := extendScript.Run(ctx, s.cfg.Redis, []string{KeyLive}, gen, s.cfg.LiveTTL.Milliseconds()).Int()
-			if err != nil {
-				return fmt.Errorf("events: refresh %s: %w", KeyLive, err)
-			}
-			if ok != 1 {
-				return errLiveLost
+			if isLive {
+				err = s.refreshLive(ctx, gen)
 			}
 		}
+		if err != nil {
+			return err
+		}
 	}
+}
+
+// newGeneration numbers a new connection. Whatever events:live holds is an
+// earlier connection's (this process holds the lease): a holder that died
+// cannot delete it, and until this connection has backfilled, nothing may
+// count on the stream.
+func (s *Subscriber) newGeneration(ctx context.Context) (int64, error) {
+	gen, err := s.cfg.Redis.Incr(ctx, KeyGeneration).Result()
+	if err != nil {
+		return 0, fmt.Errorf("events: new generation: %w", err)
+	}
+	if err := s.cfg.Redis.Del(ctx, KeyLive).Err(); err != nil {
+		return 0, fmt.Errorf("events: delete %s: %w", KeyLive, err)
+	}
+	return gen, nil
+}
+
+// catchUp is a connection's first backfill, from the cursor; it returns
+// where the second (after Settle) starts.
+func (s *Subscriber) catchUp(ctx context.Context, connectedAt time.Time) (time.Time, error) {
+	from, err := s.startFrom(ctx, connectedAt)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if from.IsZero() {
+		return connectedAt, nil // first start: the minute before it is history
+	}
+	if err := s.backfill(ctx, from); err != nil {
+		return time.Time{}, err
+	}
+	return later(connectedAt.Add(-s.cfg.Overlap), from), nil
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// goLive runs the second backfill, which finds what Prefect had not yet
+// persisted at the first, and then publishes the generation in events:live.
+func (s *Subscriber) goLive(ctx context.Context, gen int64, from time.Time) error {
+	if err := s.backfill(ctx, from); err != nil {
+		return err
+	}
+	if err := s.cfg.Redis.Set(ctx, KeyLive, gen, s.cfg.LiveTTL).Err(); err != nil {
+		return fmt.Errorf("events: set %s: %w", KeyLive, err)
+	}
+	s.setLive(true)
+	s.cfg.Log.WithField("generation", gen).Info("events: backfill done; live")
+	return nil
+}
+
+// refreshLive extends events:live; errLiveLost when it no longer holds gen.
+func (s *Subscriber) refreshLive(ctx context.Context, gen int64) error {
+	ok, err := extendScript.Run(ctx, s.cfg.Redis, []string{KeyLive}, gen, s.cfg.LiveTTL.Milliseconds()).Int()
+	if err != nil {
+		return fmt.Errorf("events: refresh %s: %w", KeyLive, err)
+	}
+	if ok != 1 {
+		return errLiveLost
+	}
+	return nil
 }
 
 // startFrom is where the first backfill of a connection starts: the cursor
