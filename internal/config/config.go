@@ -79,6 +79,9 @@ type Config struct {
 	// reconciler waits until relay-setup has made the relay Django's path.
 	RelayReconcileExplicit bool
 	RelayRetrySchedule     []time.Duration
+	// RelayEventsOn is RELAY_EVENTS: read Prefect's event stream as a relay
+	// source (see RelayEvents).
+	RelayEventsOn bool
 
 	DefaultWorkPool      string
 	DefaultWorkQueue     string
@@ -97,6 +100,10 @@ func (c Config) Embedded() bool { return c.RedisURL == "" }
 // Django checks, or it could never deliver. Off, there is no ingress, no
 // delivery and no reconciler (docs/ARCHITECTURE.md, "Relay").
 func (c Config) RelayEnabled() bool { return c.NotificationKey != "" }
+
+// RelayEvents reports whether a worker subscribes to Prefect's event stream
+// as a relay source: the relay is on and RELAY_EVENTS is not off.
+func (c Config) RelayEvents() bool { return c.RelayEnabled() && c.RelayEventsOn }
 
 // Env combines the process environment with a .env file: a variable set in the
 // environment wins over the file, as with docker-compose and python-dotenv.
@@ -159,6 +166,7 @@ func Load(getenv func(string) string, opts ...Option) (Config, error) {
 		RelayStates:            l.list("RELAY_STATES"),
 		RelayReconcileInterval: l.durationOrZero("RELAY_RECONCILE_INTERVAL"),
 		RelayRetrySchedule:     l.durations("RELAY_RETRY_SCHEDULE"),
+		RelayEventsOn:          l.onOff("RELAY_EVENTS"),
 		DefaultWorkPool:        l.str("PREFECT_DEFAULT_WORK_POOL"),
 		DefaultWorkQueue:       l.str("PREFECT_DEFAULT_WORK_QUEUE"),
 		FlowRepoURL:            l.str("FLOW_REPO_URL"),
@@ -313,6 +321,19 @@ func (l *loader) nonNegativeInt(name string) int {
 		return 0
 	}
 	return n
+}
+
+// onOff reads a switch: on/off, true/false, 1/0, yes/no.
+func (l *loader) onOff(name string) bool {
+	switch v := strings.ToLower(l.str(name)); v {
+	case "on", "true", "1", "yes":
+		return true
+	case "off", "false", "0", "no":
+		return false
+	default:
+		l.fail(name, "must be on or off, got %q", v)
+		return false
+	}
 }
 
 func (l *loader) list(name string) []string {

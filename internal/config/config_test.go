@@ -114,6 +114,33 @@ func TestRelayIsOffUntilTurnedOn(t *testing.T) {
 	}
 }
 
+func TestRelayEventsOnWithTheRelay(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		env  map[string]string
+		want bool
+	}{
+		{"relay off: no stream", map[string]string{"RELAY_EVENTS": "on"}, false},
+		{"relay on: stream on by default", map[string]string{"PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "k"}, true},
+		{"RELAY_EVENTS=off", map[string]string{"PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "k", "RELAY_EVENTS": "off"}, false},
+		{"RELAY_EVENTS=false", map[string]string{"PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "k", "RELAY_EVENTS": "false"}, false},
+		{"RELAY_EVENTS=On", map[string]string{"PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "k", "RELAY_EVENTS": "On"}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := Load(env(tc.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.RelayEvents() != tc.want {
+				t.Errorf("RelayEvents() = %v, want %v", c.RelayEvents(), tc.want)
+			}
+		})
+	}
+}
+
 func TestBadValuesNameTheVariable(t *testing.T) {
 	t.Parallel()
 	cases := map[string]map[string]string{
@@ -129,6 +156,7 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		"LOG_LEVEL":           {"LOG_LEVEL": "loud"},
 		"REDIS_WAIT_REPLICAS": {"REDIS_WAIT_REPLICAS": "-1"},
 		"REDIS_WAIT_TIMEOUT":  {"REDIS_WAIT_TIMEOUT": "0"},
+		"RELAY_EVENTS":        {"RELAY_EVENTS": "sometimes"},
 	}
 	for name, e := range cases {
 		t.Run(name, func(t *testing.T) {

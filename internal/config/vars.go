@@ -65,6 +65,7 @@ func Vars() []Var {
 		{Name: "DJANGO_WEBHOOK_URL", Default: "http://127.0.0.1:8002/webhooks/v1/notification/", Usage: "where the relay delivers notifications", For: API | Worker},
 		{Name: "RELAY_STATES", Default: "Pending,Running,Completed,Cancelled,Failed,Crashed,TimedOut", Usage: "flow-run states the relay forwards", For: all},
 		{Name: "RELAY_RECONCILE_INTERVAL", Default: "30s", Usage: "period of the relay's reconciler (0: off); unset, it runs only once relay-setup has recorded the switch in Redis", For: API | Worker},
+		{Name: "RELAY_EVENTS", Default: "on", Usage: "read Prefect's event stream (/api/events/out, one subscriber across workers, backfill from /api/events/filter) as a relay source: on or off (on has no effect while the relay is off)", For: API | Worker},
 		{Name: "RELAY_RETRY_SCHEDULE", Default: "5s,30s,2m,10m,30m,1h", Usage: "delays between delivery attempts; the last repeats until 24h", For: API | Worker},
 		{Name: "PREFECT_DEFAULT_WORK_POOL", Default: "default-agent-pool", Usage: "work pool of new deployments", For: API | Worker},
 		{Name: "PREFECT_DEFAULT_WORK_QUEUE", Default: "ddp", Usage: "work queue of new deployments", For: API | Worker},

@@ -55,6 +55,7 @@ func TestSlowDjangoDoesNotSlowWrites(t *testing.T) {
 		"DJANGO_WEBHOOK_URL":                django.URL + "/webhooks/v1/notification/",
 		"RELAY_RETRY_SCHEDULE":              "5s",
 		"RELAY_RECONCILE_INTERVAL":          "0",
+		"RELAY_EVENTS":                      "off",
 		"WORKER_CONCURRENCY":                "10",
 		"RELAY_CONCURRENCY":                 "10",
 		"LOG_LEVEL":                         "warn",

@@ -28,14 +28,26 @@ func TestObservabilityAcrossProcesses(t *testing.T) {
 	api := testenv.StartAPI(t, env)
 	worker := testenv.StartWorker(t, env)
 
-	for _, proc := range []*testenv.Proc{api, worker} {
-		send(t, "GET", proc.URL+"/readyz", nil).expect(t, 200)
+	// The worker also reports Prefect's event stream (RELAY_EVENTS is on by
+	// default): ok once its subscriber is connected and backfilled.
+	for _, c := range []struct {
+		proc   *testenv.Proc
+		checks int
+	}{{api, 3}, {worker, 4}} {
+		send(t, "GET", c.proc.URL+"/readyz", nil).expect(t, 200)
 		var rep obs.Report
-		if err := json.Unmarshal(send(t, "GET", proc.URL+"/readyz?verbose", nil).expect(t, 200).Body, &rep); err != nil {
-			t.Fatal(err)
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			if err := json.Unmarshal(send(t, "GET", c.proc.URL+"/readyz?verbose", nil).expect(t, 200).Body, &rep); err != nil {
+				t.Fatal(err)
+			}
+			if rep.Status == "ok" || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
-		if rep.Status != "ok" || len(rep.Checks) != 3 {
-			t.Errorf("%s /readyz?verbose: %+v, want redis, prefect and django ok", proc, rep)
+		if rep.Status != "ok" || len(rep.Checks) != c.checks {
+			t.Errorf("%s /readyz?verbose: %+v, want redis, prefect and django ok (and events on the worker)", c.proc, rep)
 		}
 	}
 
@@ -66,7 +78,11 @@ func TestObservabilityAcrossProcesses(t *testing.T) {
 			t.Errorf("api /metrics lacks %s", want)
 		}
 	}
-	if want := `route="/api/deployments/:id/create_flow_run",status="404",upstream="prefect"`; !strings.Contains(workerMetrics, want) {
-		t.Errorf("worker /metrics lacks %s", want)
+	for _, want := range []string{`route="/api/deployments/:id/create_flow_run",status="404",upstream="prefect"`,
+		"relay_events_connected 1", "relay_events_leader 1", `relay_events_received_total{source="live"}`,
+		"relay_events_cursor_timestamp_seconds", "relay_events_reconnects_total", "relay_events_lag_seconds_bucket"} {
+		if !strings.Contains(workerMetrics, want) {
+			t.Errorf("worker /metrics lacks %s", want)
+		}
 	}
 }

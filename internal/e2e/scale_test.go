@@ -41,6 +41,7 @@ func scaleEnv(p *testenv.PrefectServer, dj *testenv.Django, redisURL, inboundKey
 		"DJANGO_WEBHOOK_URL":                dj.URL,
 		"RELAY_RETRY_SCHEDULE":              "300ms",
 		"RELAY_RECONCILE_INTERVAL":          "0",
+		"RELAY_EVENTS":                      "off",
 		"JOB_WAIT_TIMEOUT":                  "20s",
 		"LOG_LEVEL":                         "info",
 	}

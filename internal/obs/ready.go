@@ -25,6 +25,8 @@ type Check struct {
 	Name     string
 	Required bool
 	Probe    func(ctx context.Context) error
+	// Detail, if set, adds the dependency's state to /readyz?verbose.
+	Detail func(ctx context.Context) any
 }
 
 // Result is one probe's outcome.
@@ -34,6 +36,7 @@ type Result struct {
 	Required  bool    `json:"required"`
 	LatencyMS float64 `json:"latency_ms"`
 	Error     string  `json:"error,omitempty"`
+	Detail    any     `json:"detail,omitempty"`
 }
 
 // Report is /readyz?verbose's body. Status is "ok" (all answer), "degraded"
@@ -63,6 +66,9 @@ func Run(ctx context.Context, checks []Check) Report {
 				LatencyMS: float64(time.Since(start).Microseconds()) / 1000}
 			if err != nil {
 				r.Error = err.Error()
+			}
+			if c.Detail != nil {
+				r.Detail = c.Detail(pctx)
 			}
 			out[i] = r
 		}()

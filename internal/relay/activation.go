@@ -74,6 +74,11 @@ func Describe(cfg config.Config) string {
 		return "relay off: " + why + "; no ingress, no deliveries, no reconciler"
 	}
 	on := fmt.Sprintf("relay on: ingress accepts Prefect's notifications, deliveries go to %s", cfg.DjangoWebhookURL)
+	if cfg.RelayEvents() {
+		on += "; workers read Prefect's event stream (RELAY_EVENTS=on; one subscriber at a time)"
+	} else {
+		on += "; event stream off (RELAY_EVENTS=off)"
+	}
 	switch {
 	case cfg.RelayReconcileExplicit && cfg.RelayReconcileInterval <= 0:
 		return on + "; reconciler off (RELAY_RECONCILE_INTERVAL=0)"

@@ -45,6 +45,20 @@ func NewAPI(cfg config.Config, rdb redis.UniversalClient, log logrus.FieldLogger
 	return a
 }
 
+// NewStreamIngress is the ingress a worker feeds Prefect's event stream
+// into (internal/events): the api's pipeline, without the api's inbound
+// counter (the stream counts its own events; in embedded mode the api
+// registers that counter on the same registry).
+func NewStreamIngress(cfg config.Config, rdb redis.UniversalClient, log logrus.FieldLogger) *Ingress {
+	return &Ingress{
+		Queue:    asynq.NewClientFromRedisClient(rdb),
+		Key:      cfg.RelayInboundKey,
+		States:   NewStateFilter(cfg.RelayStates),
+		MaxRetry: MaxRetries(cfg.RelayRetrySchedule),
+		Log:      log,
+	}
+}
+
 // Worker is the worker process's side: the delivery handler and the
 // reconciler, a periodic task on the maintenance queue.
 type Worker struct {

@@ -49,6 +49,8 @@ type PrefectServer struct {
 
 	proc *Proc
 	http *http.Client
+	venv string // the virtualenv it runs from (harness-started servers)
+	port int
 }
 
 // Prefect returns the test binary's shared Prefect server, starting it on
@@ -131,7 +133,7 @@ func startPrefect(db *Postgres) (*PrefectServer, error) {
 	}
 	var lastErr error
 	for attempt := 0; attempt < 2; attempt++ { // the free port can be taken in between
-		s, err := startPrefectIn(venv, hc, db, attempt == 0)
+		s, err := startPrefectIn(venv, PrefectVersion(), hc, db, attempt == 0)
 		if err == nil {
 			return s, nil
 		}
@@ -157,9 +159,44 @@ func PrefectVenv() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	makeDatabaseTemplate(venv)
+	makeDatabaseTemplate(venv, PrefectVersion())
 	return venv, nil
 }
+
+// StartPrefectVersion starts a headless Prefect server of the given release
+// (PrefectServerEnv, as the shared one) for a test of its own: one it may
+// restart. The venv is installed first when missing. The caller stops it.
+func StartPrefectVersion(version string) (*PrefectServer, error) {
+	venv, err := PrefectVenvFor(version)
+	if err != nil {
+		return nil, err
+	}
+	makeDatabaseTemplate(venv, version)
+	hc := &http.Client{Timeout: prefectCallTimeout}
+	var lastErr error
+	for attempt := 0; attempt < 2; attempt++ { // the free port can be taken in between
+		s, err := startPrefectIn(venv, version, hc, nil, attempt == 0)
+		if err == nil {
+			return s, nil
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+// Restart stops the server (SIGTERM, as an operator's restart) and starts it
+// again on the same port with the same home and database.
+func (s *PrefectServer) Restart() error {
+	if s.proc == nil {
+		return errorf("cannot restart an external Prefect server")
+	}
+	s.proc.Stop(15 * time.Second)
+	return s.launch()
+}
+
+// Venv is the virtualenv the server runs from ("" for an external server):
+// its bin/python runs flows against it with Prefect's own client.
+func (s *PrefectServer) Venv() string { return s.venv }
 
 // PrefectVenvFor returns a virtualenv with the given Prefect release:
 // PREFECT_VENV for the harness's own version, else <repo>/.venv/prefect-<version>,
@@ -195,8 +232,8 @@ func PrefectVenvFor(version string) (string, error) {
 // `prefect server database upgrade`, run alone so the file is complete when it
 // is copied. Starting from it skips most of a first start. It is only a cache:
 // on any failure the server simply migrates its own database.
-func makeDatabaseTemplate(venv string) {
-	dst := templatePath(PrefectVersion())
+func makeDatabaseTemplate(venv, version string) {
+	dst := templatePath(version)
 	if _, err := os.Stat(dst); err == nil {
 		return
 	}
@@ -268,7 +305,7 @@ func PrefectArgs(port int) []string {
 		"--no-ui", "--analytics-off", "--no-scheduler", "--no-late-runs"}
 }
 
-func startPrefectIn(venv string, hc *http.Client, db *Postgres, useTemplate bool) (*PrefectServer, error) {
+func startPrefectIn(venv, version string, hc *http.Client, db *Postgres, useTemplate bool) (*PrefectServer, error) {
 	home, err := os.MkdirTemp("", "testenv-prefect-")
 	if err != nil {
 		return nil, err
@@ -277,43 +314,62 @@ func startPrefectIn(venv string, hc *http.Client, db *Postgres, useTemplate bool
 	if err != nil {
 		return nil, err
 	}
-	logFile, err := os.Create(filepath.Join(home, "server.log"))
-	if err != nil {
-		return nil, err
-	}
 	// A migrated empty database saves most of a first start (about a hundred
 	// SQLite migrations); the venv keeps one per Prefect version.
-	env := PrefectServerEnv(home, port)
 	switch {
 	case db != nil:
-		env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = db.PrefectURL()
+		// The database lives in its own cluster; nothing to seed.
 	case useTemplate:
-		seedDatabase(home)
+		seedDatabase(home, version)
 	}
-	p, err := startProc(procOpts{
-		name:    "prefect",
-		path:    filepath.Join(venv, "bin", "prefect"),
-		args:    PrefectArgs(port),
-		env:     envList(env),
-		dir:     home, // Prefect also reads ./.env and ./prefect.toml
-		logFile: logFile,
-	})
-	if err != nil {
-		_ = logFile.Close()
+	s := &PrefectServer{URL: fmt.Sprintf("http://127.0.0.1:%d/api", port), Home: home, DB: db, http: hc, venv: venv, port: port}
+	if err := s.launch(); err != nil {
 		return nil, err
 	}
-	s := &PrefectServer{URL: fmt.Sprintf("http://127.0.0.1:%d/api", port), Home: home, DB: db, proc: p, http: hc}
-	if err := s.waitHealthy(p, 120*time.Second); err != nil {
-		p.Kill()
-		_ = logFile.Close()
-		return nil, err
-	}
-	go func() { <-p.done; _ = logFile.Close() }()
 	if err := s.readVersion(); err != nil {
 		s.Stop()
 		return nil, err
 	}
 	return s, nil
+}
+
+// launch starts the server process in s.Home on s.port and waits until it
+// is healthy; its output is appended to server.log.
+// serverEnv is the server's environment: PrefectServerEnv, and its
+// PostgreSQL database when it has one.
+func (s *PrefectServer) serverEnv() map[string]string {
+	env := PrefectServerEnv(s.Home, s.port)
+	if s.DB != nil {
+		env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = s.DB.PrefectURL()
+	}
+	return env
+}
+
+func (s *PrefectServer) launch() error {
+	logFile, err := os.OpenFile(filepath.Join(s.Home, "server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	p, err := startProc(procOpts{
+		name:    "prefect",
+		path:    filepath.Join(s.venv, "bin", "prefect"),
+		args:    PrefectArgs(s.port),
+		env:     envList(s.serverEnv()),
+		dir:     s.Home, // Prefect also reads ./.env and ./prefect.toml
+		logFile: logFile,
+	})
+	if err != nil {
+		_ = logFile.Close()
+		return err
+	}
+	s.proc = p
+	if err := s.waitHealthy(p, 120*time.Second); err != nil {
+		p.Kill()
+		_ = logFile.Close()
+		return err
+	}
+	go func() { <-p.done; _ = logFile.Close() }()
+	return nil
 }
 
 // SupportedPrefectVersions are the Prefect releases the proxy supports (each
@@ -390,8 +446,8 @@ func startLocalPrefectIn(root, venv, version string, hc *http.Client) (*PrefectS
 
 // seedDatabase copies the venv's migrated template database (made by
 // makeDatabaseTemplate) into home.
-func seedDatabase(home string) {
-	src := templatePath(PrefectVersion())
+func seedDatabase(home, version string) {
+	src := templatePath(version)
 	b, err := os.ReadFile(src)
 	if err != nil {
 		return

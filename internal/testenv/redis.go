@@ -17,6 +17,7 @@ type RedisServer struct {
 	Addr string // 127.0.0.1:PORT
 	proc *Proc
 	dir  string
+	args []string
 }
 
 // StartRedis starts redis-server (the Debian package; `make deps` installs
@@ -38,17 +39,12 @@ func StartRedis(extra ...string) (*RedisServer, error) {
 		if err != nil {
 			return nil, err
 		}
-		p, err := startProc(procOpts{
-			name: "redis",
-			path: bin,
-			args: append([]string{
-				"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-				"--save", "", "--appendonly", "no", "--dir", dir,
-				"--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
-			}, extra...),
-			env: baseEnv(),
-			dir: dir,
-		})
+		args := append([]string{
+			"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", dir,
+			"--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
+		}, extra...)
+		p, err := startProc(procOpts{name: "redis", path: bin, args: args, env: baseEnv(), dir: dir})
 		if err != nil {
 			_ = os.RemoveAll(dir)
 			return nil, err
@@ -61,7 +57,7 @@ func StartRedis(extra ...string) (*RedisServer, error) {
 			continue
 		}
 		p.URL = "redis://" + addr
-		return &RedisServer{URL: p.URL, Addr: addr, proc: p, dir: dir}, nil
+		return &RedisServer{URL: p.URL, Addr: addr, proc: p, dir: dir, args: args}, nil
 	}
 	return nil, lastErr
 }
@@ -70,6 +66,27 @@ func StartRedis(extra ...string) (*RedisServer, error) {
 func (r *RedisServer) Stop() {
 	r.proc.Stop(5 * time.Second)
 	_ = os.RemoveAll(r.dir)
+}
+
+// Restart stops the server (SIGTERM: with --appendonly yes it writes its
+// AOF out first), runs whileDown (if not nil), and starts it again on the
+// same port and directory, so it reloads whatever it persisted.
+func (r *RedisServer) Restart(whileDown func()) error {
+	r.proc.Stop(10 * time.Second)
+	if whileDown != nil {
+		whileDown()
+	}
+	p, err := startProc(procOpts{name: "redis", path: r.proc.cmd.Path, args: r.args, env: baseEnv(), dir: r.dir})
+	if err != nil {
+		return err
+	}
+	if err := waitRedis(r.Addr, p, 30*time.Second); err != nil {
+		p.Kill()
+		return err
+	}
+	p.URL = r.URL
+	r.proc = p
+	return nil
 }
 
 // Proc is the redis-server process (to kill it in a test, say).

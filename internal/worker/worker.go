@@ -5,6 +5,7 @@ package worker
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"sync"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/adaptive"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/events"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/obs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
@@ -44,6 +46,9 @@ type Deps struct {
 	// PollInterval is how often an idle worker looks for jobs when no
 	// wake-up came (default jobs.DefaultPollInterval).
 	PollInterval time.Duration
+	// EventObservers learn of every flow-run state event the event-stream
+	// subscriber handles (events.Observer), e.g. a cache of terminal runs.
+	EventObservers []events.Observer
 }
 
 // Worker executes jobs until Shutdown.
@@ -63,6 +68,11 @@ type Worker struct {
 	// "Jobs" in docs/ARCHITECTURE.md; relay deliveries follow RELAY_RETRY_SCHEDULE).
 	delays map[string]asynq.RetryDelayFunc
 	relay  *relay.Worker // notification deliveries and the reconciler (internal/relay)
+	// events reads Prefect's event stream into the relay (nil: RELAY_EVENTS
+	// off or the relay off); one worker process at a time holds its lease.
+	events     *events.Subscriber
+	stopEvents context.CancelFunc
+	eventsDone chan struct{}
 	// sweeper re-queues the tasks of dead worker processes soon enough for
 	// a synchronous caller (jobs.Sweeper).
 	sweeper     *jobs.Sweeper
@@ -112,6 +122,9 @@ func New(d Deps) (*Worker, error) {
 		w.relay = relay.NewWorker(d.Config, w.rdb, d.Prefect, d.Log.WithField("component", "relay"), d.Registry)
 		w.handleOn(w.relayPool, relay.TaskType, w.relay.Handler, w.relay.RetryDelay)
 		w.handleOn(w.relayPool, relay.TaskReconcile, asynq.HandlerFunc(w.relay.Reconciler.ProcessTask), nil)
+	}
+	if d.Config.RelayEvents() {
+		w.events = newEventsSubscriber(d)
 	}
 	return w, nil
 }
@@ -167,6 +180,14 @@ func (w *Worker) Start() error {
 		}
 	}
 	w.relay.Start()
+	if w.events != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		w.stopEvents, w.eventsDone = cancel, make(chan struct{})
+		go func() {
+			defer close(w.eventsDone)
+			w.events.Run(ctx)
+		}()
+	}
 	if w.d.Config.Embedded() {
 		// The embedded Redis lives and dies with this process, and so do
 		// its tasks: no other worker can die holding one.
@@ -188,6 +209,12 @@ func (w *Worker) Shutdown() {
 	if w.stopSweeper != nil {
 		w.stopSweeper()
 		<-w.sweeperDone
+	}
+	if w.stopEvents != nil {
+		// First, so the lease and events:live are released at once and
+		// another worker takes over the stream.
+		w.stopEvents()
+		<-w.eventsDone
 	}
 	w.relay.Stop()
 	// Idle processors stop waiting for wake-ups, so the pools stop at once.
@@ -217,7 +244,40 @@ func (w *Worker) OpsHandler() http.Handler {
 		_, _ = rw.Write([]byte(`{"status":"ok"}`))
 	})
 	// Redis decides readiness; ?verbose also reports Prefect and Django.
-	m.Handle("GET /readyz", obs.ReadyHandler(obs.Checks(w.d.Config, w.rdb, w.d.Prefect)))
+	checks := obs.Checks(w.d.Config, w.rdb, w.d.Prefect)
+	if w.events != nil {
+		checks = append(checks, w.events.ReadyCheck())
+	}
+	m.Handle("GET /readyz", obs.ReadyHandler(checks))
 	m.Handle("GET /metrics", obs.RequireToken(w.d.Config.MetricsToken, promhttp.HandlerFor(w.d.Registry, promhttp.HandlerOpts{})))
 	return m
+}
+
+// newEventsSubscriber wires the event-stream source: Prefect's stream
+// (authenticated as the REST client is) into the relay's ingress, with
+// d.EventObservers.
+func newEventsSubscriber(d Deps) *events.Subscriber {
+	cfg := d.Config
+	log := d.Log.WithField("component", "events")
+	header := http.Header{}
+	token := cfg.PrefectAPIKey
+	switch {
+	case cfg.PrefectAPIKey != "":
+		header.Set("Authorization", "Bearer "+cfg.PrefectAPIKey)
+	case cfg.PrefectAuthString != "":
+		header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(cfg.PrefectAuthString)))
+		token = cfg.PrefectAuthString
+	}
+	return events.New(events.Config{
+		Prefect:   d.Prefect,
+		StreamURL: events.StreamURL(cfg.PrefectURL.String()),
+		Token:     token,
+		Header:    header,
+		Redis:     d.Redis,
+		Ingress:   relay.NewStreamIngress(cfg, d.Redis, log),
+		Key:       cfg.RelayInboundKey,
+		Observers: d.EventObservers,
+		Log:       log,
+		Registry:  d.Registry,
+	})
 }
