@@ -26,6 +26,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/runcache"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/worker"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/writes"
 )
@@ -41,6 +42,10 @@ type App struct {
 	Prefect *prefect.Client
 	Proxy   *proxy.Service
 	Ops     *writes.Ops
+	// RunCache is the terminal-run cache (nil when RUN_CACHE is off). The
+	// event-stream subscriber tells it of every flow-run state event
+	// (OnStateEvent).
+	RunCache *runcache.Cache
 
 	closers []func()
 }
@@ -79,6 +84,13 @@ func New(cfg config.Config, log *logrus.Logger) (*App, error) {
 	a.Proxy.DefaultWorkPool, a.Proxy.DefaultWorkQueue = cfg.DefaultWorkPool, cfg.DefaultWorkQueue
 	a.Proxy.FlowRepoURL, a.Proxy.FlowRepoBranch = cfg.FlowRepoURL, cfg.FlowRepoBranch
 	a.Proxy.DeploymentEntrypoint = cfg.DeploymentEntrypoint
+	if cfg.RunCache {
+		a.RunCache = runcache.New(rdb, a.Proxy, runcache.Config{
+			MaxEntries: cfg.RunCacheMaxEntries, MaxBytes: cfg.RunCacheMaxBytes, TTL: cfg.RunCacheTTL,
+			Settle: cfg.RunCacheSettle, LogGrace: cfg.RunCacheLogGrace,
+		}, a.Registry, log.WithField("component", "runcache"))
+		a.Proxy.Cache = a.RunCache
+	}
 	a.Ops = writes.New(a.Proxy)
 	return a, nil
 }
@@ -145,10 +157,17 @@ func (a *App) API(ctx context.Context) (http.Handler, error) {
 		// The ingress's 202 is an acknowledgement to Prefect: make it survive a failover.
 		relayAPI.Ingress.Queue = repl.Enqueuer(relayAPI.Ingress.Queue)
 	}
+	if a.RunCache != nil {
+		a.Log.Info("run cache on: reads of finished flow runs are answered from Redis while Prefect's event stream is connected (" +
+			runcache.LiveKey + " set), from Prefect otherwise (RUN_CACHE=off turns it off)")
+	} else {
+		a.Log.Info("run cache off: every read goes to Prefect (RUN_CACHE=on turns it on)")
+	}
 	return httpapi.New(httpapi.Deps{
 		Config:     a.Config,
 		Log:        a.Log,
 		Proxy:      a.Proxy,
+		RunCache:   a.RunCache,
 		Metrics:    httpapi.NewMetrics(a.Registry),
 		Jobs:       jc,
 		Ops:        a.Ops,
