@@ -23,7 +23,7 @@ func (s *Service) finalStates(ctx context.Context, snap runcache.Snapshot, rows 
 			} `json:"state"`
 		}
 		_ = json.Unmarshal(r, &e) // a run without an end time is not cached
-		runs[i].ID = ids[i]
+		runs[i].ID, runs[i].Fingerprint = ids[i], runcache.Fingerprint(r)
 		switch {
 		case e.EndTime != nil:
 			runs[i].Ended = *e.EndTime

@@ -7,6 +7,7 @@ type metrics struct {
 	hits          *prometheus.CounterVec // kind
 	misses        *prometheus.CounterVec // kind, reason
 	stores        *prometheus.CounterVec // kind, result
+	revalidations *prometheus.CounterVec // kind
 	evictions     *prometheus.CounterVec // kind
 	invalidations *prometheus.CounterVec // kind
 	events        *prometheus.CounterVec // state_type
@@ -29,6 +30,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Attempts to store an answer, by kind and result: stored, stale (the stream reconnected meanwhile), " +
 				"raced (a state event of the run arrived meanwhile), too_large.",
 		}, []string{"kind", "result"}),
+		revalidations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxy_run_cache_revalidations_total",
+			Help: "Entries of an earlier event-stream connection served again after the run's state read from Prefect " +
+				"(or listed by the history) showed it unchanged, by kind.",
+		}, []string{"kind"}),
 		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "proxy_run_cache_evictions_total",
 			Help: "Entries evicted, oldest first, to keep the run cache within RUN_CACHE_MAX_ENTRIES and RUN_CACHE_MAX_BYTES, by kind.",
@@ -46,7 +52,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Redis failures of the run cache by operation (get, store, invalidate); reads then go to Prefect.",
 		}, []string{"op"}),
 	}
-	reg.MustRegister(m.hits, m.misses, m.stores, m.evictions, m.invalidations, m.events, m.errors)
+	reg.MustRegister(m.hits, m.misses, m.revalidations, m.stores, m.evictions, m.invalidations, m.events, m.errors)
 	for _, k := range Kinds() {
 		m.hits.WithLabelValues(string(k))
 		for _, r := range []string{"stream", "not_final", "absent"} {

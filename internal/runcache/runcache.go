@@ -200,46 +200,72 @@ func (c *Cache) Answer(ctx context.Context, kind Kind, id, variant string, read 
 }
 
 func (c *Cache) answer(ctx context.Context, kind Kind, run, key string, read func(context.Context) ([]byte, error)) ([]byte, error) {
-	body, snap, hit := c.lookup(ctx, kind, key)
-	if hit {
-		return body, nil
+	e := c.lookup(ctx, kind, key)
+	if e.hit {
+		return e.body, nil
 	}
-	if !snap.ok() {
+	if !e.snap.ok() {
 		return read(ctx)
 	}
-	if !holdsRun(kind) && !c.runFinished(ctx, kind, run) {
-		c.m.miss(kind, "not_final")
-		return read(ctx)
+	var fp string
+	if kind != Poll && (kind != FlowRun || e.stale) {
+		// The run's state is read first (through the cache), so that data
+		// read after the run was seen finished is final data; and an entry
+		// of an older stream generation whose run is unchanged since is
+		// valid again, for the price of that one read.
+		poll, err := c.Answer(ctx, Poll, run, "", func(ctx context.Context) ([]byte, error) { return c.runs.FlowRunPoll(ctx, run) })
+		if err == nil {
+			fp = Fingerprint(poll)
+		}
+		if e.stale && e.fp != "" && e.fp == fp {
+			c.m.revalidations.WithLabelValues(string(kind)).Inc()
+			c.store(ctx, kind, run, key, e.snap, e.fp, e.body)
+			return e.body, nil
+		}
+		if kind != FlowRun && (err != nil || !c.finishedFor(kind, poll)) {
+			// A failed read: the route's own read answers with its own error.
+			c.m.miss(kind, "not_final")
+			return read(ctx)
+		}
 	}
 	body, err := read(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if holdsRun(kind) {
-		if fin, end := finished(body); !fin || !c.settled(kind, end) {
+	if kind == Poll || kind == FlowRun {
+		// The answer holds the run itself, read before anything derived.
+		if !c.finishedFor(kind, body) {
 			c.m.miss(kind, "not_final")
 			return body, nil
 		}
+		fp = Fingerprint(body)
 	}
 	c.m.miss(kind, "absent")
-	c.store(ctx, kind, run, key, snap, body)
+	c.store(ctx, kind, run, key, e.snap, fp, body)
 	return body, nil
 }
 
-// holdsRun reports whether answers of kind hold the flow run itself (state
-// and end time), read before anything the answer derives from it.
-func holdsRun(k Kind) bool { return k == Poll || k == FlowRun }
-
-// runFinished reads the run's state (through the cache) before its data is
-// read, so that data read after the run was seen finished is final data. A
-// failed read says no: the route's own read then answers with its own error.
-func (c *Cache) runFinished(ctx context.Context, kind Kind, run string) bool {
-	poll, err := c.Answer(ctx, Poll, run, "", func(ctx context.Context) ([]byte, error) { return c.runs.FlowRunPoll(ctx, run) })
-	if err != nil {
-		return false
-	}
-	fin, end := finished(poll)
+// finishedFor reports whether a flow run JSON (route 21 or 22) shows the
+// run finished and past kind's wait.
+func (c *Cache) finishedFor(kind Kind, run []byte) bool {
+	fin, end := finished(run)
 	return fin && c.settled(kind, end)
+}
+
+// Fingerprint identifies a version of a flow run: its state's id (new at
+// every state change) and its "updated" time (new at any change). "" when
+// the JSON lacks either, which never matches.
+func Fingerprint(run []byte) string {
+	var r struct {
+		Updated string `json:"updated"`
+		State   *struct {
+			ID string `json:"id"`
+		} `json:"state"`
+	}
+	if json.Unmarshal(run, &r) != nil || r.Updated == "" || r.State == nil || r.State.ID == "" {
+		return ""
+	}
+	return r.State.ID + " " + r.Updated
 }
 
 // settled reports whether a run that ended at end is past kind's wait.
@@ -277,8 +303,9 @@ func finished(run []byte) (bool, time.Time) {
 
 // EndedRun is a run a listing from Prefect showed in a final state.
 type EndedRun struct {
-	ID    string
-	Ended time.Time // end_time, or the final state's timestamp
+	ID          string
+	Ended       time.Time // end_time, or the final state's timestamp
+	Fingerprint string    // Fingerprint of the listed run
 }
 
 // Begin takes a Snapshot before a read from Prefect (a flow-run listing)
@@ -288,13 +315,14 @@ func (c *Cache) Begin(ctx context.Context) Snapshot {
 	if c == nil {
 		return Snapshot{}
 	}
-	_, snap, _ := c.lookup(context.WithoutCancel(ctx), FinalState, "")
-	return snap
+	return c.lookup(context.WithoutCancel(ctx), FinalState, "").snap
 }
 
 // Flags returns, for runs listed in a final state by a read that began at
-// snap, each run's FinalState verdict: from the cache for the runs it holds,
-// from compute for the others (stored for those past the settle time).
+// snap, each run's FinalState verdict: from the cache for the runs it holds
+// (an entry of an older stream generation too, when the listing shows the
+// run unchanged since), from compute for the others, stored for those past
+// the settle time.
 func (c *Cache) Flags(ctx context.Context, snap Snapshot, runs []EndedRun, compute func(context.Context, []string) (map[string]bool, error)) (map[string]bool, error) {
 	ids := make([]string, 0, len(runs))
 	for _, r := range runs {
@@ -303,11 +331,12 @@ func (c *Cache) Flags(ctx context.Context, snap Snapshot, runs []EndedRun, compu
 	if c == nil || !snap.ok() || len(runs) == 0 {
 		return compute(ctx, ids)
 	}
+	ctx = context.WithoutCancel(ctx)
 	keys := make([]string, len(runs))
 	for i, r := range runs {
 		keys[i] = c.entryKey(FinalState, r.ID, "")
 	}
-	held, err := c.getMany(context.WithoutCancel(ctx), snap.gen, keys)
+	found, err := c.getMany(ctx, keys)
 	if err != nil {
 		c.fail("get", err)
 		return compute(ctx, ids)
@@ -316,13 +345,19 @@ func (c *Cache) Flags(ctx context.Context, snap Snapshot, runs []EndedRun, compu
 	var missing []string
 	var missingRuns []EndedRun
 	for i, r := range runs {
-		if v, ok := held[keys[i]]; ok {
+		h, ok := found[keys[i]]
+		switch {
+		case ok && h.gen == snap.gen:
 			c.m.hit(FinalState)
-			out[r.ID] = v == "1"
+		case ok && h.fp != "" && h.fp == r.Fingerprint:
+			c.m.revalidations.WithLabelValues(string(FinalState)).Inc()
+			c.store(ctx, FinalState, r.ID, keys[i], snap, h.fp, []byte(h.body))
+		default:
+			missing = append(missing, r.ID)
+			missingRuns = append(missingRuns, r)
 			continue
 		}
-		missing = append(missing, r.ID)
-		missingRuns = append(missingRuns, r)
+		out[r.ID] = h.body == "1"
 	}
 	if len(missing) == 0 {
 		return out, nil
@@ -333,18 +368,23 @@ func (c *Cache) Flags(ctx context.Context, snap Snapshot, runs []EndedRun, compu
 	}
 	for _, r := range missingRuns {
 		out[r.ID] = got[r.ID]
-		if _, ok := canonical(r.ID); !ok || !c.settled(FinalState, r.Ended) {
-			c.m.miss(FinalState, "not_final")
-			continue
-		}
-		c.m.miss(FinalState, "absent")
-		v := "0"
-		if got[r.ID] {
-			v = "1"
-		}
-		c.store(context.WithoutCancel(ctx), FinalState, r.ID, c.entryKey(FinalState, r.ID, ""), snap, []byte(v))
+		c.storeFlag(ctx, snap, r, got[r.ID])
 	}
 	return out, nil
+}
+
+// storeFlag stores a run's verdict once the run is past the settle time.
+func (c *Cache) storeFlag(ctx context.Context, snap Snapshot, r EndedRun, failed bool) {
+	if _, ok := canonical(r.ID); !ok || !c.settled(FinalState, r.Ended) {
+		c.m.miss(FinalState, "not_final")
+		return
+	}
+	c.m.miss(FinalState, "absent")
+	v := "0"
+	if failed {
+		v = "1"
+	}
+	c.store(ctx, FinalState, r.ID, c.entryKey(FinalState, r.ID, ""), snap, r.Fingerprint, []byte(v))
 }
 
 // OnStateEvent is called by the event-stream subscriber for every flow-run
@@ -386,10 +426,21 @@ func (c *Cache) Invalidate(ctx context.Context, runID string) error {
 	return nil
 }
 
-// lookup reads an entry. It returns the body on a hit; otherwise the
-// Snapshot for a read from Prefect (zero when the stream is not live, which
-// is counted as a "stream" miss, or Redis failed). key "" only snapshots.
-func (c *Cache) lookup(ctx context.Context, kind Kind, key string) ([]byte, Snapshot, bool) {
+// entry is what lookup found.
+type entry struct {
+	hit  bool     // body is valid now
+	snap Snapshot // for a read from Prefect when not hit (zero: stream not live)
+	// stale: body and fp were stored in an older stream generation; valid
+	// again if the run's Fingerprint is still fp.
+	stale bool
+	fp    string
+	body  []byte
+}
+
+// lookup reads an entry. On a miss it takes the Snapshot for the read from
+// Prefect (zero when the stream is not live, a "stream" miss, or Redis
+// failed). key "" only snapshots.
+func (c *Cache) lookup(ctx context.Context, kind Kind, key string) entry {
 	ctx, cancel := context.WithTimeout(ctx, c.opTimer)
 	defer cancel()
 	keys := []string{c.cfg.Live}
@@ -399,56 +450,81 @@ func (c *Cache) lookup(ctx context.Context, kind Kind, key string) ([]byte, Snap
 	res, err := lookupScript.Run(ctx, c.rdb, keys).Slice()
 	if err != nil {
 		c.fail("get", err)
-		return nil, Snapshot{}, false
+		return entry{}
 	}
-	switch tag, _ := res[0].(string); {
-	case tag == "hit" && len(res) == 2:
-		body, _ := res[1].(string)
+	str := func(i int) string {
+		if i < len(res) {
+			s, _ := res[i].(string)
+			return s
+		}
+		return ""
+	}
+	switch str(0) {
+	case "hit":
 		c.m.hit(kind)
-		return []byte(body), Snapshot{}, true
-	case tag == "miss" && len(res) == 3:
-		gen, _ := res[1].(string)
-		start, _ := res[2].(string)
-		return nil, Snapshot{gen: gen, start: start}, false
+		return entry{hit: true, body: []byte(str(1))}
+	case "miss":
+		e := entry{snap: Snapshot{gen: str(1), start: str(2)}}
+		if len(res) == 5 {
+			e.stale, e.fp, e.body = true, str(3), []byte(str(4))
+		}
+		return e
 	default: // the stream is not live
 		if key != "" {
 			c.m.miss(kind, "stream")
 		}
-		return nil, Snapshot{}, false
+		return entry{}
 	}
 }
 
-// getMany returns the values of the keys stored in generation gen.
-func (c *Cache) getMany(ctx context.Context, gen string, keys []string) (map[string]string, error) {
+// held is an entry of getMany.
+type held struct {
+	gen, fp, body string
+}
+
+// getMany reads entries (absent ones are left out).
+func (c *Cache) getMany(ctx context.Context, keys []string) (map[string]held, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opTimer)
 	defer cancel()
 	vals, err := c.rdb.MGet(ctx, keys...).Result()
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]string, len(keys))
+	out := make(map[string]held, len(keys))
 	for i, v := range vals {
 		s, ok := v.(string)
 		if !ok {
 			continue
 		}
-		if g, body, ok := strings.Cut(s, "\n"); ok && g == gen {
-			out[keys[i]] = body
+		if h, ok := parseValue(s); ok {
+			out[keys[i]] = h
 		}
 	}
 	return out, nil
 }
 
+// An entry's value is "<generation>\n<fingerprint>\n<body>".
+func entryValue(gen, fp string, body []byte) string { return gen + "\n" + fp + "\n" + string(body) }
+
+func parseValue(s string) (held, bool) {
+	gen, rest, ok := strings.Cut(s, "\n")
+	if !ok {
+		return held{}, false
+	}
+	fp, body, ok := strings.Cut(rest, "\n")
+	return held{gen: gen, fp: fp, body: body}, ok
+}
+
 // store writes an entry read since snap, unless the stream changed
 // generation or a state event of the run arrived since, or it is too large.
-func (c *Cache) store(ctx context.Context, kind Kind, run, key string, snap Snapshot, body []byte) {
+func (c *Cache) store(ctx context.Context, kind Kind, run, key string, snap Snapshot, fp string, body []byte) {
 	if int64(len(body)) > c.cfg.MaxBytes/8 {
 		c.m.stores.WithLabelValues(string(kind), "too_large").Inc()
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opTimer)
 	defer cancel()
-	value := snap.gen + "\n" + string(body)
+	value := entryValue(snap.gen, fp, body)
 	res, err := storeScript.Run(ctx, c.rdb,
 		[]string{c.cfg.Live, key, c.runKey(run), c.invKey(run), c.idxKey(), c.sizesKey(), c.totalKey()},
 		snap.gen, snap.start, value, c.cfg.TTL.Milliseconds(), c.cfg.MaxEntries, c.cfg.MaxBytes).Slice()

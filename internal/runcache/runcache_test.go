@@ -40,9 +40,10 @@ func backends(t *testing.T) map[string]redis.UniversalClient {
 
 // runs is a fake Prefect's flow runs for the Poller, counting reads.
 type runs struct {
-	mu    sync.Mutex
-	json  map[string]string
-	polls atomic.Int64
+	mu      sync.Mutex
+	json    map[string]string
+	version int
+	polls   atomic.Int64
 }
 
 func (r *runs) set(id, typ string, ended time.Time) {
@@ -55,7 +56,9 @@ func (r *runs) set(id, typ string, ended time.Time) {
 	if !ended.IsZero() {
 		end = `"` + ended.UTC().Format(time.RFC3339Nano) + `"`
 	}
-	r.json[id] = fmt.Sprintf(`{"id":%q,"name":"a<b>&c","state_type":%q,"end_time":%s,"state":{"type":%q,"name":"x"}}`, id, typ, end, typ)
+	r.version++ // a new state: a new state id and updated time
+	r.json[id] = fmt.Sprintf(`{"id":%q,"name":"a<b>&c","updated":"2026-01-01T00:00:%02dZ","state_type":%q,"end_time":%s,"state":{"id":"s%d","type":%q,"name":"x"}}`,
+		id, r.version%60, typ, end, r.version, typ)
 }
 
 func (r *runs) FlowRunPoll(_ context.Context, id string) (json.RawMessage, error) {
@@ -211,15 +214,26 @@ func TestAnswerIsRetiredByReconnectAndStateEvents(t *testing.T) {
 				t.Fatalf("graph reads %d, polls %d; want 1 and 1", graph.n.Load(), r.runs.polls.Load())
 			}
 
-			// The stream reconnects: a new generation serves nothing old.
+			// The stream reconnects: an entry of the old generation is
+			// served again only once the run's state, read from Prefect,
+			// shows it unchanged.
 			r.live(t, "42")
 			read()
-			if graph.n.Load() != 2 {
-				t.Fatalf("after a reconnect graph reads = %d, want 2", graph.n.Load())
+			read()
+			if graph.n.Load() != 1 || r.runs.polls.Load() != 2 {
+				t.Fatalf("after a reconnect graph reads %d, polls %d; want 1 and 2 (one revalidation)", graph.n.Load(), r.runs.polls.Load())
 			}
+			if got := testutil.ToFloat64(r.c.m.revalidations.WithLabelValues("graph")); got != 1 {
+				t.Errorf("graph revalidations = %v, want 1", got)
+			}
+			// The run changed while the stream was away (retried and
+			// finished again): the old entry is not served.
+			r.runs.set(runA, "COMPLETED", time.Now().Add(-time.Hour))
+			r.live(t, "43")
+			read()
 			read()
 			if graph.n.Load() != 2 {
-				t.Fatalf("re-stored in the new generation: graph reads = %d, want 2", graph.n.Load())
+				t.Fatalf("after a reconnect, the run changed: graph reads = %d, want 2", graph.n.Load())
 			}
 
 			// The stream disconnects: nothing is served, nothing stored.
@@ -231,16 +245,16 @@ func TestAnswerIsRetiredByReconnectAndStateEvents(t *testing.T) {
 			}
 
 			// A retry: the run's event drops its entries; it is running now.
-			r.live(t, "43")
-			read()
+			r.live(t, "44")
+			read() // revalidated: the run is unchanged
 			if err := r.c.OnStateEvent(ctx, runA, "SCHEDULED"); err != nil {
 				t.Fatal(err)
 			}
 			r.runs.set(runA, "RUNNING", time.Time{})
 			read()
 			read()
-			if graph.n.Load() != 7 {
-				t.Fatalf("after the retry event graph reads = %d, want 7", graph.n.Load())
+			if graph.n.Load() != 6 {
+				t.Fatalf("after the retry event graph reads = %d, want 6", graph.n.Load())
 			}
 			if got := testutil.ToFloat64(r.c.m.invalidations.WithLabelValues("graph")); got != 1 {
 				t.Errorf("graph invalidations = %v, want 1", got)
@@ -425,9 +439,9 @@ func TestFlagsComputeOnlyTheRunsNotHeld(t *testing.T) {
 			r.live(t, "7")
 			old := time.Now().Add(-time.Hour)
 			listed := []EndedRun{
-				{ID: "00000000-0000-4000-8000-000000000001", Ended: old},
-				{ID: "00000000-0000-4000-8000-000000000002", Ended: old},
-				{ID: "00000000-0000-4000-8000-000000000003", Ended: time.Now()}, // within the settle time
+				{ID: "00000000-0000-4000-8000-000000000001", Ended: old, Fingerprint: "s1 t1"},
+				{ID: "00000000-0000-4000-8000-000000000002", Ended: old, Fingerprint: "s2 t2"},
+				{ID: "00000000-0000-4000-8000-000000000003", Ended: time.Now(), Fingerprint: "s3 t3"}, // within the settle time
 			}
 			var asked [][]string
 			compute := func(_ context.Context, ids []string) (map[string]bool, error) {
@@ -446,6 +460,16 @@ func TestFlagsComputeOnlyTheRunsNotHeld(t *testing.T) {
 			}
 			if len(asked) != 2 || len(asked[0]) != 3 || len(asked[1]) != 1 || asked[1][0] != listed[2].ID {
 				t.Errorf("computed %v; want all three, then only the unsettled run", asked)
+			}
+			// A reconnect: the listing shows run 1 unchanged, run 2 changed.
+			r.live(t, "8")
+			listed[1].Fingerprint = "s2' t2'"
+			asked = nil
+			if _, err := r.c.Flags(ctx, r.c.Begin(ctx), listed, compute); err != nil {
+				t.Fatal(err)
+			}
+			if len(asked) != 1 || len(asked[0]) != 2 || asked[0][0] != listed[1].ID {
+				t.Errorf("after a reconnect computed %v; want the changed and the unsettled run", asked)
 			}
 			r.live(t, "")
 			asked = nil

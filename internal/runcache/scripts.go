@@ -6,21 +6,27 @@ import "github.com/redis/go-redis/v9"
 // another process's is one script. Times are Redis's own clock (TIME), so
 // every api and worker process compares the same clock.
 
-// lookupScript: KEYS live[, entry].
+// lookupScript: KEYS live[, entry]. An entry's value is
+// "<generation>\n<fingerprint>\n<body>".
 // → {"off"} when the stream is not live; {"hit", body} when the entry was
-// stored in the live generation; else {"miss", generation, now in µs}.
+// stored in the live generation; else {"miss", generation, now in µs}, plus
+// the fingerprint and body of an entry from an older generation.
 var lookupScript = redis.NewScript(`
 local live = redis.call('GET', KEYS[1])
 if not live then return {'off'} end
-if KEYS[2] then
-  local v = redis.call('GET', KEYS[2])
-  if v then
-    local nl = string.find(v, '\n', 1, true)
-    if nl and string.sub(v, 1, nl - 1) == live then return {'hit', string.sub(v, nl + 1)} end
-  end
-end
 local t = redis.call('TIME')
-return {'miss', live, t[1] .. string.format('%06d', tonumber(t[2]))}
+local miss = {'miss', live, t[1] .. string.format('%06d', tonumber(t[2]))}
+if not KEYS[2] then return miss end
+local v = redis.call('GET', KEYS[2])
+if not v then return miss end
+local a = string.find(v, '\n', 1, true)
+if not a then return miss end
+local b = string.find(v, '\n', a + 1, true)
+if not b then return miss end
+if string.sub(v, 1, a - 1) == live then return {'hit', string.sub(v, b + 1)} end
+table.insert(miss, string.sub(v, a + 1, b - 1))
+table.insert(miss, string.sub(v, b + 1))
+return miss
 `)
 
 // dropFn removes entry k from the index, the sizes and the total, and
