@@ -30,7 +30,7 @@ type prefectCounter struct {
 	URL   string // the API root to give the api (…/api)
 }
 
-func countPrefect(t *testing.T, prefectURL string) *prefectCounter {
+func countPrefect(t testing.TB, prefectURL string) *prefectCounter {
 	t.Helper()
 	target, err := url.Parse(strings.TrimSuffix(prefectURL, "/api"))
 	if err != nil {
