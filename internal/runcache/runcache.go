@@ -17,11 +17,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/DalgoT4D/prefect-proxy-go/internal/validate"
 )
 
 // LiveKey is the Redis key the event-stream subscriber keeps while it is
@@ -154,16 +155,7 @@ var terminal = map[string]bool{"COMPLETED": true, "FAILED": true, "CRASHED": tru
 func IsTerminal(stateType string) bool { return terminal[stateType] }
 
 // canonical is the run id as Prefect spells it, or false for a non-UUID.
-func canonical(id string) (string, bool) {
-	if len(id) != 36 && len(id) != 32 {
-		return "", false
-	}
-	u, err := uuid.Parse(id)
-	if err != nil {
-		return "", false
-	}
-	return u.String(), true
-}
+func canonical(id string) (string, bool) { return validate.CanonicalUUID(id) }
 
 // Snapshot is taken before a read from Prefect begins: the stream's
 // generation then, and Redis's clock. An entry from that read is stored only
@@ -209,21 +201,14 @@ func (c *Cache) answer(ctx context.Context, kind Kind, run, key string, read fun
 	}
 	var fp string
 	if kind != Poll && (kind != FlowRun || e.stale) {
-		// The run's state is read first (through the cache), so that data
-		// read after the run was seen finished is final data; and an entry
-		// of an older stream generation whose run is unchanged since is
-		// valid again, for the price of that one read.
-		poll, err := c.Answer(ctx, Poll, run, "", func(ctx context.Context) ([]byte, error) { return c.runs.FlowRunPoll(ctx, run) })
-		if err == nil {
-			fp = Fingerprint(poll)
-		}
-		if e.stale && e.fp != "" && e.fp == fp {
-			c.m.revalidations.WithLabelValues(string(kind)).Inc()
-			c.store(ctx, kind, run, key, e.snap, e.fp, e.body)
+		again, final, runFP := c.stateFirst(ctx, kind, run, key, e)
+		if again {
 			return e.body, nil
 		}
-		if kind != FlowRun && (err != nil || !c.finishedFor(kind, poll)) {
-			// A failed read: the route's own read answers with its own error.
+		fp = runFP
+		if kind != FlowRun && !final {
+			// Not final, or a failed read: the route's own read answers
+			// (with its own error).
 			c.m.miss(kind, "not_final")
 			return read(ctx)
 		}
@@ -243,6 +228,25 @@ func (c *Cache) answer(ctx context.Context, kind Kind, run, key string, read fun
 	c.m.miss(kind, "absent")
 	c.store(ctx, kind, run, key, e.snap, fp, body)
 	return body, nil
+}
+
+// stateFirst reads the run's state (through the cache) before its data is
+// read, so that data read after the run was seen finished is final data:
+// final reports that, fp is the run's Fingerprint. An entry e of an older
+// stream generation whose run is unchanged since is valid again, for the
+// price of that one read: it is re-stored and again is true.
+func (c *Cache) stateFirst(ctx context.Context, kind Kind, run, key string, e entry) (again, final bool, fp string) {
+	poll, err := c.Answer(ctx, Poll, run, "", func(ctx context.Context) ([]byte, error) { return c.runs.FlowRunPoll(ctx, run) })
+	if err != nil {
+		return false, false, ""
+	}
+	fp = Fingerprint(poll)
+	if e.stale && e.fp != "" && e.fp == fp {
+		c.m.revalidations.WithLabelValues(string(kind)).Inc()
+		c.store(ctx, kind, run, key, e.snap, e.fp, e.body)
+		return true, true, fp
+	}
+	return false, c.finishedFor(kind, poll), fp
 }
 
 // finishedFor reports whether a flow run JSON (route 21 or 22) shows the
@@ -345,19 +349,12 @@ func (c *Cache) Flags(ctx context.Context, snap Snapshot, runs []EndedRun, compu
 	var missing []string
 	var missingRuns []EndedRun
 	for i, r := range runs {
-		h, ok := found[keys[i]]
-		switch {
-		case ok && h.gen == snap.gen:
-			c.m.hit(FinalState)
-		case ok && h.fp != "" && h.fp == r.Fingerprint:
-			c.m.revalidations.WithLabelValues(string(FinalState)).Inc()
-			c.store(ctx, FinalState, r.ID, keys[i], snap, h.fp, []byte(h.body))
-		default:
-			missing = append(missing, r.ID)
-			missingRuns = append(missingRuns, r)
+		if v, ok := c.heldFlag(ctx, snap, r, keys[i], found); ok {
+			out[r.ID] = v
 			continue
 		}
-		out[r.ID] = h.body == "1"
+		missing = append(missing, r.ID)
+		missingRuns = append(missingRuns, r)
 	}
 	if len(missing) == 0 {
 		return out, nil
@@ -371,6 +368,22 @@ func (c *Cache) Flags(ctx context.Context, snap Snapshot, runs []EndedRun, compu
 		c.storeFlag(ctx, snap, r, got[r.ID])
 	}
 	return out, nil
+}
+
+// heldFlag is run r's verdict when found holds it: stored in the live
+// generation, or in an older one with the run unchanged since (re-stored).
+func (c *Cache) heldFlag(ctx context.Context, snap Snapshot, r EndedRun, key string, found map[string]held) (failed, ok bool) {
+	h, ok := found[key]
+	switch {
+	case ok && h.gen == snap.gen:
+		c.m.hit(FinalState)
+	case ok && h.fp != "" && h.fp == r.Fingerprint:
+		c.m.revalidations.WithLabelValues(string(FinalState)).Inc()
+		c.store(ctx, FinalState, r.ID, key, snap, h.fp, []byte(h.body))
+	default:
+		return false, false
+	}
+	return h.body == "1", true
 }
 
 // storeFlag stores a run's verdict once the run is past the settle time.

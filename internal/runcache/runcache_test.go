@@ -38,6 +38,21 @@ func backends(t *testing.T) map[string]redis.UniversalClient {
 	return out
 }
 
+// onBackends runs fn on each backend with a fresh cache whose stream is
+// live in generation gen and whose run runA finished an hour ago.
+func onBackends(t *testing.T, gen string, fn func(t *testing.T, r *rig)) {
+	t.Helper()
+	for name, rdb := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, rdb, Config{})
+			r.live(t, gen)
+			r.runs.set(runA, "COMPLETED", time.Now().Add(-time.Hour))
+			fn(t, r)
+		})
+	}
+}
+
 // runs is a fake Prefect's flow runs for the Poller, counting reads.
 type runs struct {
 	mu      sync.Mutex
@@ -125,15 +140,6 @@ func constBody(s string) func() []byte { return func() []byte { return []byte(s)
 
 const runA = "6f2f5c1c-2a57-4a5b-9c36-1f7c8e8e0a01"
 
-func (r *rig) poll(t *testing.T, id string) []byte {
-	t.Helper()
-	b, err := r.c.Answer(context.Background(), Poll, id, "", func(ctx context.Context) ([]byte, error) { return r.runs.FlowRunPoll(ctx, id) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // The rules of what is stored and served, on every backend.
 func TestAnswerStoresOnlyFinishedRunsWhileTheStreamIsLive(t *testing.T) {
 	t.Parallel()
@@ -194,120 +200,108 @@ func TestAnswerStoresOnlyFinishedRunsWhileTheStreamIsLive(t *testing.T) {
 // Cases that change the stream or the run between reads.
 func TestAnswerIsRetiredByReconnectAndStateEvents(t *testing.T) {
 	t.Parallel()
-	for name, rdb := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			r := newRig(t, rdb, Config{})
-			ctx := context.Background()
-			r.live(t, "41")
-			r.runs.set(runA, "COMPLETED", time.Now().Add(-time.Hour))
-			graph := &reader{body: constBody(`[{"id":"n1"}]`)}
-			read := func() {
-				t.Helper()
-				if _, err := r.c.Answer(ctx, Graph, runA, "", graph.read); err != nil {
-					t.Fatal(err)
-				}
-			}
-			read()
-			read()
-			if graph.n.Load() != 1 || r.runs.polls.Load() != 1 {
-				t.Fatalf("graph reads %d, polls %d; want 1 and 1", graph.n.Load(), r.runs.polls.Load())
-			}
-
-			// The stream reconnects: an entry of the old generation is
-			// served again only once the run's state, read from Prefect,
-			// shows it unchanged.
-			r.live(t, "42")
-			read()
-			read()
-			if graph.n.Load() != 1 || r.runs.polls.Load() != 2 {
-				t.Fatalf("after a reconnect graph reads %d, polls %d; want 1 and 2 (one revalidation)", graph.n.Load(), r.runs.polls.Load())
-			}
-			if got := testutil.ToFloat64(r.c.m.revalidations.WithLabelValues("graph")); got != 1 {
-				t.Errorf("graph revalidations = %v, want 1", got)
-			}
-			// The run changed while the stream was away (retried and
-			// finished again): the old entry is not served.
-			r.runs.set(runA, "COMPLETED", time.Now().Add(-time.Hour))
-			r.live(t, "43")
-			read()
-			read()
-			if graph.n.Load() != 2 {
-				t.Fatalf("after a reconnect, the run changed: graph reads = %d, want 2", graph.n.Load())
-			}
-
-			// The stream disconnects: nothing is served, nothing stored.
-			r.live(t, "")
-			read()
-			read()
-			if graph.n.Load() != 4 {
-				t.Fatalf("with the stream off graph reads = %d, want 4", graph.n.Load())
-			}
-
-			// A retry: the run's event drops its entries; it is running now.
-			r.live(t, "44")
-			read() // revalidated: the run is unchanged
-			if err := r.c.OnStateEvent(ctx, runA, "SCHEDULED"); err != nil {
+	onBackends(t, "41", func(t *testing.T, r *rig) {
+		ctx := context.Background()
+		graph := &reader{body: constBody(`[{"id":"n1"}]`)}
+		read := func() {
+			t.Helper()
+			if _, err := r.c.Answer(ctx, Graph, runA, "", graph.read); err != nil {
 				t.Fatal(err)
 			}
-			r.runs.set(runA, "RUNNING", time.Time{})
-			read()
-			read()
-			if graph.n.Load() != 6 {
-				t.Fatalf("after the retry event graph reads = %d, want 6", graph.n.Load())
-			}
-			if got := testutil.ToFloat64(r.c.m.invalidations.WithLabelValues("graph")); got != 1 {
-				t.Errorf("graph invalidations = %v, want 1", got)
-			}
-			if got := testutil.ToFloat64(r.c.m.invalidations.WithLabelValues("poll")); got != 1 {
-				t.Errorf("poll invalidations = %v, want 1", got)
-			}
-			st, err := r.c.Stats(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st.Entries != 0 || st.Bytes != 0 {
-				t.Errorf("after the invalidation the cache holds %+v, want nothing", st)
-			}
-		})
-	}
+		}
+		read()
+		read()
+		if graph.n.Load() != 1 || r.runs.polls.Load() != 1 {
+			t.Fatalf("graph reads %d, polls %d; want 1 and 1", graph.n.Load(), r.runs.polls.Load())
+		}
+
+		// The stream reconnects: an entry of the old generation is
+		// served again only once the run's state, read from Prefect,
+		// shows it unchanged.
+		r.live(t, "42")
+		read()
+		read()
+		if graph.n.Load() != 1 || r.runs.polls.Load() != 2 {
+			t.Fatalf("after a reconnect graph reads %d, polls %d; want 1 and 2 (one revalidation)", graph.n.Load(), r.runs.polls.Load())
+		}
+		if got := testutil.ToFloat64(r.c.m.revalidations.WithLabelValues("graph")); got != 1 {
+			t.Errorf("graph revalidations = %v, want 1", got)
+		}
+		// The run changed while the stream was away (retried and
+		// finished again): the old entry is not served.
+		r.runs.set(runA, "COMPLETED", time.Now().Add(-time.Hour))
+		r.live(t, "43")
+		read()
+		read()
+		if graph.n.Load() != 2 {
+			t.Fatalf("after a reconnect, the run changed: graph reads = %d, want 2", graph.n.Load())
+		}
+
+		// The stream disconnects: nothing is served, nothing stored.
+		r.live(t, "")
+		read()
+		read()
+		if graph.n.Load() != 4 {
+			t.Fatalf("with the stream off graph reads = %d, want 4", graph.n.Load())
+		}
+
+		// A retry: the run's event drops its entries; it is running now.
+		r.live(t, "44")
+		read() // revalidated: the run is unchanged
+		if err := r.c.OnStateEvent(ctx, runA, "SCHEDULED"); err != nil {
+			t.Fatal(err)
+		}
+		r.runs.set(runA, "RUNNING", time.Time{})
+		read()
+		read()
+		if graph.n.Load() != 6 {
+			t.Fatalf("after the retry event graph reads = %d, want 6", graph.n.Load())
+		}
+		if got := testutil.ToFloat64(r.c.m.invalidations.WithLabelValues("graph")); got != 1 {
+			t.Errorf("graph invalidations = %v, want 1", got)
+		}
+		if got := testutil.ToFloat64(r.c.m.invalidations.WithLabelValues("poll")); got != 1 {
+			t.Errorf("poll invalidations = %v, want 1", got)
+		}
+		st, err := r.c.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Entries != 0 || st.Bytes != 0 {
+			t.Errorf("after the invalidation the cache holds %+v, want nothing", st)
+		}
+	})
 }
 
 // A state event that arrives while a read is in flight keeps that read's
 // answer out of the cache, even though it was stored after the event.
 func TestStateEventDuringAReadKeepsItsAnswerOut(t *testing.T) {
 	t.Parallel()
-	for name, rdb := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			r := newRig(t, rdb, Config{})
-			ctx := context.Background()
-			r.live(t, "9")
-			r.runs.set(runA, "COMPLETED", time.Now().Add(-time.Hour))
-			n := 0
-			read := func(ctx context.Context) ([]byte, error) {
-				n++
-				if n == 1 {
-					// Prefect answered the finished run; then it is retried.
-					if err := r.c.OnStateEvent(ctx, runA, "SCHEDULED"); err != nil {
-						return nil, err
-					}
-				}
-				return []byte(`[]`), nil
-			}
-			for range 2 {
-				if _, err := r.c.Answer(ctx, Graph, runA, "", read); err != nil {
-					t.Fatal(err)
+	onBackends(t, "9", func(t *testing.T, r *rig) {
+		ctx := context.Background()
+		n := 0
+		read := func(ctx context.Context) ([]byte, error) {
+			n++
+			if n == 1 {
+				// Prefect answered the finished run; then it is retried.
+				if err := r.c.OnStateEvent(ctx, runA, "SCHEDULED"); err != nil {
+					return nil, err
 				}
 			}
-			if n != 2 {
-				t.Errorf("reads = %d: the answer read across the event was served from the cache", n)
+			return []byte(`[]`), nil
+		}
+		for range 2 {
+			if _, err := r.c.Answer(ctx, Graph, runA, "", read); err != nil {
+				t.Fatal(err)
 			}
-			if got := testutil.ToFloat64(r.c.m.stores.WithLabelValues("graph", "raced")); got != 1 {
-				t.Errorf("raced stores = %v, want 1", got)
-			}
-		})
-	}
+		}
+		if n != 2 {
+			t.Errorf("reads = %d: the answer read across the event was served from the cache", n)
+		}
+		if got := testutil.ToFloat64(r.c.m.stores.WithLabelValues("graph", "raced")); got != 1 {
+			t.Errorf("raced stores = %v, want 1", got)
+		}
+	})
 }
 
 // The index bounds the cache: past MaxEntries or MaxBytes the oldest
@@ -393,94 +387,83 @@ func TestEvictionKeepsTheBoundsOldestFirst(t *testing.T) {
 // Concurrent misses of one answer share one read of Prefect.
 func TestConcurrentMissesShareOneRead(t *testing.T) {
 	t.Parallel()
-	for name, rdb := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			r := newRig(t, rdb, Config{})
-			r.live(t, "7")
-			r.runs.set(runA, "COMPLETED", time.Now().Add(-time.Hour))
-			release := make(chan struct{})
-			var reads atomic.Int64
-			read := func(context.Context) ([]byte, error) {
-				reads.Add(1)
-				<-release
-				return []byte(`[1]`), nil
-			}
-			var wg sync.WaitGroup
-			for range 64 {
-				wg.Go(func() {
-					if b, err := r.c.Answer(context.Background(), Graph, runA, "", read); err != nil || string(b) != "[1]" {
-						t.Errorf("answer %q, %v", b, err)
-					}
-				})
-			}
-			time.Sleep(50 * time.Millisecond) // let the callers pile up on the read
-			close(release)
-			wg.Wait()
-			if n := reads.Load(); n < 1 || n > 2 {
-				t.Errorf("64 concurrent misses made %d reads", n)
-			}
-			if n := r.runs.polls.Load(); n > 2 {
-				t.Errorf("64 concurrent misses made %d state reads", n)
-			}
-		})
-	}
+	onBackends(t, "7", func(t *testing.T, r *rig) {
+		release := make(chan struct{})
+		var reads atomic.Int64
+		read := func(context.Context) ([]byte, error) {
+			reads.Add(1)
+			<-release
+			return []byte(`[1]`), nil
+		}
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Go(func() {
+				if b, err := r.c.Answer(context.Background(), Graph, runA, "", read); err != nil || string(b) != "[1]" {
+					t.Errorf("answer %q, %v", b, err)
+				}
+			})
+		}
+		time.Sleep(50 * time.Millisecond) // let the callers pile up on the read
+		close(release)
+		wg.Wait()
+		if n := reads.Load(); n < 1 || n > 2 {
+			t.Errorf("64 concurrent misses made %d reads", n)
+		}
+		if n := r.runs.polls.Load(); n > 2 {
+			t.Errorf("64 concurrent misses made %d state reads", n)
+		}
+	})
 }
 
 // History verdicts: held runs come from the cache, the others are computed
 // (only they), and those past the settle time are stored.
 func TestFlagsComputeOnlyTheRunsNotHeld(t *testing.T) {
 	t.Parallel()
-	for name, rdb := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			r := newRig(t, rdb, Config{})
-			ctx := context.Background()
-			r.live(t, "7")
-			old := time.Now().Add(-time.Hour)
-			listed := []EndedRun{
-				{ID: "00000000-0000-4000-8000-000000000001", Ended: old, Fingerprint: "s1 t1"},
-				{ID: "00000000-0000-4000-8000-000000000002", Ended: old, Fingerprint: "s2 t2"},
-				{ID: "00000000-0000-4000-8000-000000000003", Ended: time.Now(), Fingerprint: "s3 t3"}, // within the settle time
-			}
-			var asked [][]string
-			compute := func(_ context.Context, ids []string) (map[string]bool, error) {
-				asked = append(asked, ids)
-				return map[string]bool{listed[1].ID: true}, nil
-			}
-			for range 2 {
-				snap := r.c.Begin(ctx)
-				got, err := r.c.Flags(ctx, snap, listed, compute)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got[listed[0].ID] || !got[listed[1].ID] || got[listed[2].ID] {
-					t.Errorf("flags = %v", got)
-				}
-			}
-			if len(asked) != 2 || len(asked[0]) != 3 || len(asked[1]) != 1 || asked[1][0] != listed[2].ID {
-				t.Errorf("computed %v; want all three, then only the unsettled run", asked)
-			}
-			// A reconnect: the listing shows run 1 unchanged, run 2 changed.
-			r.live(t, "8")
-			listed[1].Fingerprint = "s2' t2'"
-			asked = nil
-			if _, err := r.c.Flags(ctx, r.c.Begin(ctx), listed, compute); err != nil {
+	onBackends(t, "7", func(t *testing.T, r *rig) {
+		ctx := context.Background()
+		old := time.Now().Add(-time.Hour)
+		listed := []EndedRun{
+			{ID: "00000000-0000-4000-8000-000000000001", Ended: old, Fingerprint: "s1 t1"},
+			{ID: "00000000-0000-4000-8000-000000000002", Ended: old, Fingerprint: "s2 t2"},
+			{ID: "00000000-0000-4000-8000-000000000003", Ended: time.Now(), Fingerprint: "s3 t3"}, // within the settle time
+		}
+		var asked [][]string
+		compute := func(_ context.Context, ids []string) (map[string]bool, error) {
+			asked = append(asked, ids)
+			return map[string]bool{listed[1].ID: true}, nil
+		}
+		for range 2 {
+			snap := r.c.Begin(ctx)
+			got, err := r.c.Flags(ctx, snap, listed, compute)
+			if err != nil {
 				t.Fatal(err)
 			}
-			if len(asked) != 1 || len(asked[0]) != 2 || asked[0][0] != listed[1].ID {
-				t.Errorf("after a reconnect computed %v; want the changed and the unsettled run", asked)
+			if got[listed[0].ID] || !got[listed[1].ID] || got[listed[2].ID] {
+				t.Errorf("flags = %v", got)
 			}
-			r.live(t, "")
-			asked = nil
-			if _, err := r.c.Flags(ctx, r.c.Begin(ctx), listed, compute); err != nil {
-				t.Fatal(err)
-			}
-			if len(asked) != 1 || len(asked[0]) != 3 {
-				t.Errorf("stream off: computed %v, want all three", asked)
-			}
-		})
-	}
+		}
+		if len(asked) != 2 || len(asked[0]) != 3 || len(asked[1]) != 1 || asked[1][0] != listed[2].ID {
+			t.Errorf("computed %v; want all three, then only the unsettled run", asked)
+		}
+		// A reconnect: the listing shows run 1 unchanged, run 2 changed.
+		r.live(t, "8")
+		listed[1].Fingerprint = "s2' t2'"
+		asked = nil
+		if _, err := r.c.Flags(ctx, r.c.Begin(ctx), listed, compute); err != nil {
+			t.Fatal(err)
+		}
+		if len(asked) != 1 || len(asked[0]) != 2 || asked[0][0] != listed[1].ID {
+			t.Errorf("after a reconnect computed %v; want the changed and the unsettled run", asked)
+		}
+		r.live(t, "")
+		asked = nil
+		if _, err := r.c.Flags(ctx, r.c.Begin(ctx), listed, compute); err != nil {
+			t.Fatal(err)
+		}
+		if len(asked) != 1 || len(asked[0]) != 3 {
+			t.Errorf("stream off: computed %v, want all three", asked)
+		}
+	})
 }
 
 // Redis down: every read goes to Prefect and answers; an event cannot be
