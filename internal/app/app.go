@@ -21,12 +21,14 @@ import (
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/adaptive"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/config"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/events"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/httpapi"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/obs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/runcache"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/worker"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/writes"
 )
@@ -45,6 +47,14 @@ type App struct {
 	Prefect *prefect.Client
 	Proxy   *proxy.Service
 	Ops     *writes.Ops
+	// RunCache is the terminal-run cache this process serves from (nil when
+	// RUN_CACHE is off).
+	RunCache *runcache.Cache
+	// invalidator drops cached entries of a run on its state events: the
+	// worker's event-stream subscriber calls it whenever the stream runs,
+	// even where this process serves nothing from the cache, so no api
+	// serves an entry that a missed event should have dropped.
+	invalidator *runcache.Cache
 
 	closers []func()
 }
@@ -88,6 +98,16 @@ func New(cfg config.Config, log *logrus.Logger) (*App, error) {
 	a.Proxy.DefaultWorkPool, a.Proxy.DefaultWorkQueue = cfg.DefaultWorkPool, cfg.DefaultWorkQueue
 	a.Proxy.FlowRepoURL, a.Proxy.FlowRepoBranch = cfg.FlowRepoURL, cfg.FlowRepoBranch
 	a.Proxy.DeploymentEntrypoint = cfg.DeploymentEntrypoint
+	if cfg.RunCache || cfg.RelayEvents() {
+		a.invalidator = runcache.New(rdb, a.Proxy, runcache.Config{
+			MaxEntries: cfg.RunCacheMaxEntries, MaxBytes: cfg.RunCacheMaxBytes, TTL: cfg.RunCacheTTL,
+			Settle: cfg.RunCacheSettle, LogGrace: cfg.RunCacheLogGrace,
+		}, a.Registry, log.WithField("component", "runcache"))
+	}
+	if cfg.RunCache {
+		a.RunCache = a.invalidator
+		a.Proxy.Cache = a.RunCache
+	}
 	a.Ops = writes.New(a.Proxy)
 	return a, nil
 }
@@ -111,8 +131,13 @@ func (a *App) Ping(ctx context.Context) error {
 // StartWorker starts a worker executing the write ops (and the relay's
 // deliveries when it is on). Stop it before Close.
 func (a *App) StartWorker() (*worker.Worker, error) {
+	var observers []events.Observer
+	if a.invalidator != nil {
+		observers = append(observers, a.invalidator)
+	}
 	w, err := worker.New(worker.Deps{Config: a.Config, Log: a.Log, Redis: a.Redis, Prefect: a.Prefect,
-		Registry: a.Registry, Ops: a.Ops.Registry(), Wakeup: a.Wakeup, PollInterval: a.Config.WorkerPollInterval})
+		Registry: a.Registry, Ops: a.Ops.Registry(), Wakeup: a.Wakeup, PollInterval: a.Config.WorkerPollInterval,
+		EventObservers: observers})
 	if err != nil {
 		return nil, err
 	}
@@ -154,10 +179,17 @@ func (a *App) API(ctx context.Context) (http.Handler, error) {
 		// The ingress's 202 is an acknowledgement to Prefect: make it survive a failover.
 		relayAPI.Ingress.Queue = repl.Enqueuer(relayAPI.Ingress.Queue)
 	}
+	if a.RunCache != nil {
+		a.Log.Info("run cache on: reads of finished flow runs are answered from Redis while Prefect's event stream is connected (" +
+			runcache.LiveKey + " set), from Prefect otherwise (RUN_CACHE=off turns it off)")
+	} else {
+		a.Log.Info("run cache off: every read goes to Prefect (RUN_CACHE=on turns it on)")
+	}
 	return httpapi.New(httpapi.Deps{
 		Config:     a.Config,
 		Log:        a.Log,
 		Proxy:      a.Proxy,
+		RunCache:   a.RunCache,
 		Metrics:    httpapi.NewMetrics(a.Registry),
 		Jobs:       jc,
 		Ops:        a.Ops,

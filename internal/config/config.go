@@ -83,6 +83,15 @@ type Config struct {
 	// source (see RelayEvents).
 	RelayEventsOn bool
 
+	// RunCache turns the terminal-run cache on (RUN_CACHE; unset: on when
+	// the relay is on). Its bounds and waits follow.
+	RunCache           bool
+	RunCacheMaxEntries int
+	RunCacheMaxBytes   int64
+	RunCacheTTL        time.Duration
+	RunCacheSettle     time.Duration
+	RunCacheLogGrace   time.Duration
+
 	DefaultWorkPool      string
 	DefaultWorkQueue     string
 	FlowRepoURL          string
@@ -166,7 +175,11 @@ func Load(getenv func(string) string, opts ...Option) (Config, error) {
 		RelayStates:            l.list("RELAY_STATES"),
 		RelayReconcileInterval: l.durationOrZero("RELAY_RECONCILE_INTERVAL"),
 		RelayRetrySchedule:     l.durations("RELAY_RETRY_SCHEDULE"),
-		RelayEventsOn:          l.onOff("RELAY_EVENTS"),
+		RunCacheMaxEntries:     l.positiveInt("RUN_CACHE_MAX_ENTRIES"),
+		RunCacheMaxBytes:       l.bytes("RUN_CACHE_MAX_BYTES"),
+		RunCacheTTL:            l.duration("RUN_CACHE_TTL"),
+		RunCacheSettle:         l.duration("RUN_CACHE_SETTLE"),
+		RunCacheLogGrace:       l.duration("RUN_CACHE_LOG_GRACE"),
 		DefaultWorkPool:        l.str("PREFECT_DEFAULT_WORK_POOL"),
 		DefaultWorkQueue:       l.str("PREFECT_DEFAULT_WORK_QUEUE"),
 		FlowRepoURL:            l.str("FLOW_REPO_URL"),
@@ -180,6 +193,9 @@ func Load(getenv func(string) string, opts ...Option) (Config, error) {
 		c.RelayInboundKey = c.NotificationKey
 	}
 	c.RelayReconcileExplicit = getenv("RELAY_RECONCILE_INTERVAL") != ""
+	c.RelayEventsOn = l.onOff("RELAY_EVENTS", true)
+	// The cache serves only while the event stream is live: on with it.
+	c.RunCache = l.onOff("RUN_CACHE", c.RelayEvents())
 	if c.WorkerPollInterval == 0 {
 		c.WorkerPollInterval = jobs.DefaultPollInterval
 	}
@@ -323,17 +339,35 @@ func (l *loader) nonNegativeInt(name string) int {
 	return n
 }
 
-// onOff reads a switch: on/off, true/false, 1/0, yes/no.
-func (l *loader) onOff(name string) bool {
-	switch v := strings.ToLower(l.str(name)); v {
+// onOff reads on/off (true/false, 1/0); unset is def.
+func (l *loader) onOff(name string, def bool) bool {
+	switch strings.ToLower(l.str(name)) {
+	case "":
+		return def
 	case "on", "true", "1", "yes":
 		return true
 	case "off", "false", "0", "no":
 		return false
-	default:
-		l.fail(name, "must be on or off, got %q", v)
-		return false
 	}
+	l.fail(name, "must be on or off, got %q", l.str(name))
+	return false
+}
+
+// bytes reads a size: a number of bytes, or one with KiB, MiB or GiB.
+func (l *loader) bytes(name string) int64 {
+	raw := l.str(name)
+	num, mult := raw, int64(1)
+	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if n, ok := strings.CutSuffix(raw, suffix); ok {
+			num, mult = strings.TrimSpace(n), m
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		l.fail(name, "must be a positive size in bytes (or with KiB, MiB, GiB), got %q", raw)
+		return 0
+	}
+	return n * mult
 }
 
 func (l *loader) list(name string) []string {

@@ -157,6 +157,9 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		"REDIS_WAIT_REPLICAS": {"REDIS_WAIT_REPLICAS": "-1"},
 		"REDIS_WAIT_TIMEOUT":  {"REDIS_WAIT_TIMEOUT": "0"},
 		"RELAY_EVENTS":        {"RELAY_EVENTS": "sometimes"},
+		"RUN_CACHE":           {"RUN_CACHE": "maybe"},
+		"RUN_CACHE_MAX_BYTES": {"RUN_CACHE_MAX_BYTES": "64MB"},
+		"RUN_CACHE_TTL":       {"RUN_CACHE_TTL": "0"},
 	}
 	for name, e := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -250,5 +253,36 @@ func TestDotenvFileUnderEnvironment(t *testing.T) {
 	}
 	if _, err := Load(Env(env(nil), filepath.Join(t.TempDir(), "missing"))); err != nil {
 		t.Errorf("a missing .env is fine: %v", err)
+	}
+}
+
+// The run cache is on with the relay (whose event stream it needs) unless
+// said otherwise; sizes take binary units.
+func TestRunCacheSettings(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name  string
+		env   map[string]string
+		on    bool
+		bytes int64
+	}{
+		{"relay off: off", nil, false, 64 << 20},
+		{"relay on: on", map[string]string{"PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "k"}, true, 64 << 20},
+		{"relay on, RUN_CACHE=off: off", map[string]string{"PREFECT_NOTIFICATIONS_WEBHOOK_KEY": "k", "RUN_CACHE": "off"}, false, 64 << 20},
+		{"RUN_CACHE=on without the relay: on", map[string]string{"RUN_CACHE": "on"}, true, 64 << 20},
+		{"bytes as a number", map[string]string{"RUN_CACHE_MAX_BYTES": "1000"}, false, 1000},
+		{"bytes in GiB", map[string]string{"RUN_CACHE_MAX_BYTES": "2GiB"}, false, 2 << 30},
+		{"bytes in KiB", map[string]string{"RUN_CACHE_MAX_BYTES": "512 KiB"}, false, 512 << 10},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load(env(tc.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.RunCache != tc.on || c.RunCacheMaxBytes != tc.bytes {
+				t.Errorf("RunCache=%v RunCacheMaxBytes=%d, want %v %d", c.RunCache, c.RunCacheMaxBytes, tc.on, tc.bytes)
+			}
+		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/jobs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/runcache"
 )
 
 // The packages that use a setting keep its default as a named constant (the
@@ -43,6 +44,11 @@ func TestTableDefaultsAreThePackagesDefaults(t *testing.T) {
 		{"FLOW_REPO_URL", c.FlowRepoURL, proxy.DefaultFlowRepoURL},
 		{"PREFECT_PROXY_GIT_BRANCH", c.FlowRepoBranch, proxy.DefaultFlowRepoBranch},
 		{"DEPLOYMENT_ENTRYPOINT", c.DeploymentEntrypoint, proxy.DefaultDeploymentEntrypoint},
+		{"RUN_CACHE_MAX_ENTRIES", c.RunCacheMaxEntries, runcache.DefaultMaxEntries},
+		{"RUN_CACHE_MAX_BYTES", c.RunCacheMaxBytes, int64(runcache.DefaultMaxBytes)},
+		{"RUN_CACHE_TTL", c.RunCacheTTL, runcache.DefaultTTL},
+		{"RUN_CACHE_SETTLE", c.RunCacheSettle, runcache.DefaultSettle},
+		{"RUN_CACHE_LOG_GRACE", c.RunCacheLogGrace, runcache.DefaultLogGrace},
 	}
 	for _, tc := range cases {
 		if tc.got != tc.want {

@@ -1,14 +1,17 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/runcache"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/validate"
 )
 
@@ -108,31 +111,29 @@ func lateFlowRuns(s *proxy.Service) handler {
 
 // flowRun is route 21, GET /proxy/flow_runs/{flow_run_id}: Prefect's flow run
 // plus "status" and "state_name" (DBT_TEST_FAILED-aware).
-func flowRun(s *proxy.Service) handler {
+func flowRun(s *proxy.Service, rc *runcache.Cache) handler {
 	return func(c *gin.Context) (any, error) {
-		raw, err := s.FlowRun(c.Request.Context(), c.Param("flow_run_id"))
-		if err != nil {
-			return nil, err
-		}
-		return writeRawJSON(c, raw)
+		id := c.Param("flow_run_id")
+		return runAnswer(c, rc, runcache.FlowRun, id, "", func(ctx context.Context) (any, error) {
+			return s.FlowRun(ctx, id)
+		})
 	}
 }
 
 // pollFlowRun is route 22, GET /proxy/flow_runs/{flow_run_id}/poll:
 // Prefect's flow run JSON, passed through untouched.
-func pollFlowRun(s *proxy.Service) handler {
+func pollFlowRun(s *proxy.Service, rc *runcache.Cache) handler {
 	return func(c *gin.Context) (any, error) {
-		raw, err := s.FlowRunPoll(c.Request.Context(), c.Param("flow_run_id"))
-		if err != nil {
-			return nil, err
-		}
-		return writeRawJSON(c, raw)
+		id := c.Param("flow_run_id")
+		return runAnswer(c, rc, runcache.Poll, id, "", func(ctx context.Context) (any, error) {
+			return s.FlowRunPoll(ctx, id)
+		})
 	}
 }
 
 // flowRunLogs is route 26, GET /proxy/flow_runs/logs/{flow_run_id}
 // [?task_run_id=][&limit=0][&offset=0] → {"offset", "logs": [{level, timestamp, message}]}.
-func flowRunLogs(s *proxy.Service) handler {
+func flowRunLogs(s *proxy.Service, rc *runcache.Cache) handler {
 	return func(c *gin.Context) (any, error) {
 		q := query(c)
 		task, _ := q.Last("task_run_id")
@@ -141,22 +142,53 @@ func flowRunLogs(s *proxy.Service) handler {
 		if err := q.Err(); err != nil {
 			return nil, err
 		}
-		return s.FlowRunLogs(c.Request.Context(), c.Param("flow_run_id"), task, limit, offset)
+		id := c.Param("flow_run_id")
+		variant := fmt.Sprintf("%s|%d|%d", strings.ToLower(task), limit, offset)
+		return runAnswer(c, rc, runcache.Logs, id, variant, func(ctx context.Context) (any, error) {
+			return s.FlowRunLogs(ctx, id, task, int(limit), int(offset))
+		})
 	}
 }
 
 // flowRunLogsByNode is route 27, GET /proxy/flow_runs/v1/logs/{flow_run_id}.
-func flowRunLogsByNode(s *proxy.Service) handler {
+func flowRunLogsByNode(s *proxy.Service, rc *runcache.Cache) handler {
 	return func(c *gin.Context) (any, error) {
-		return s.FlowRunLogsByNode(c.Request.Context(), c.Param("flow_run_id"))
+		id := c.Param("flow_run_id")
+		return runAnswer(c, rc, runcache.LogsByNode, id, "", func(ctx context.Context) (any, error) {
+			return s.FlowRunLogsByNode(ctx, id)
+		})
 	}
 }
 
 // flowRunGraph is route 28, GET /proxy/flow_runs/graph/{flow_run_id}.
-func flowRunGraph(s *proxy.Service) handler {
+func flowRunGraph(s *proxy.Service, rc *runcache.Cache) handler {
 	return func(c *gin.Context) (any, error) {
-		return s.FlowRunGraph(c.Request.Context(), c.Param("flow_run_id"))
+		id := c.Param("flow_run_id")
+		return runAnswer(c, rc, runcache.Graph, id, "", func(ctx context.Context) (any, error) {
+			return s.FlowRunGraph(ctx, id)
+		})
 	}
+}
+
+// runAnswer answers a read of one flow run through the terminal-run cache
+// (rc nil: straight from read). The cache holds the answer's bytes exactly
+// as written here, so a cached answer is the uncached one byte for byte:
+// Prefect's raw JSON as is, anything else as c.JSON would encode it.
+func runAnswer(c *gin.Context, rc *runcache.Cache, kind runcache.Kind, id, variant string, read func(context.Context) (any, error)) (any, error) {
+	body, err := rc.Answer(c.Request.Context(), kind, id, variant, func(ctx context.Context) ([]byte, error) {
+		v, err := read(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if raw, ok := v.(json.RawMessage); ok {
+			return raw, nil
+		}
+		return json.Marshal(v)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return writeRawJSON(c, body)
 }
 
 // maxHours bounds nhours of route 35 (about 114 years).

@@ -26,6 +26,7 @@ import (
 type fakeRun struct {
 	ID, Name, Deployment, StateType, StateName string
 	Start                                      string
+	End                                        string // end_time, when set
 	Params                                     map[string]any
 	Parent                                     string // parent task run id, for a subflow
 }
@@ -107,7 +108,7 @@ func (r *fakeRun) json() map[string]any {
 	if params == nil {
 		params = map[string]any{}
 	}
-	return map[string]any{
+	m := map[string]any{
 		"id": r.ID, "name": r.Name, "deployment_id": dep, "tags": []string{"t"}, "parameters": params,
 		"state_type": r.StateType, "state_name": r.StateName, "start_time": r.Start,
 		"expected_start_time": r.Start, "total_run_time": 1.5, "estimated_run_time": 2.5,
@@ -115,6 +116,10 @@ func (r *fakeRun) json() map[string]any {
 		"state": map[string]any{"type": r.StateType, "name": r.StateName,
 			"state_details": map[string]any{"child_flow_run_id": nil}},
 	}
+	if r.End != "" {
+		m["end_time"] = r.End
+	}
+	return m
 }
 
 func (t *fakeTask) json() map[string]any {

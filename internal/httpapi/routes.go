@@ -42,11 +42,11 @@ func addRoutes(r *gin.Engine, d Deps) {
 	p.POST("/flow_run", h(flowRunByName(d.Proxy)))
 	p.GET("/flow_runs", h(flowRunsByDeployment(d.Proxy)))
 	p.POST("/flow_runs/late", h(lateFlowRuns(d.Proxy)))
-	p.GET("/flow_runs/:flow_run_id", h(flowRun(d.Proxy)))
-	p.GET("/flow_runs/:flow_run_id/poll", h(pollFlowRun(d.Proxy)))
-	p.GET("/flow_runs/logs/:flow_run_id", h(flowRunLogs(d.Proxy)))
-	p.GET("/flow_runs/v1/logs/:flow_run_id", h(flowRunLogsByNode(d.Proxy)))
-	p.GET("/flow_runs/graph/:flow_run_id", h(flowRunGraph(d.Proxy)))
+	p.GET("/flow_runs/:flow_run_id", h(flowRun(d.Proxy, d.RunCache)))
+	p.GET("/flow_runs/:flow_run_id/poll", h(pollFlowRun(d.Proxy, d.RunCache)))
+	p.GET("/flow_runs/logs/:flow_run_id", h(flowRunLogs(d.Proxy, d.RunCache)))
+	p.GET("/flow_runs/v1/logs/:flow_run_id", h(flowRunLogsByNode(d.Proxy, d.RunCache)))
+	p.GET("/flow_runs/graph/:flow_run_id", h(flowRunGraph(d.Proxy, d.RunCache)))
 	p.GET("/flow_runs/long-running/:nhours", h(longRunningFlowRuns(d.Proxy)))
 
 	// --- Writes (jobs) ---

@@ -17,16 +17,19 @@ import (
 	"github.com/DalgoT4D/prefect-proxy-go/internal/obs"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/proxy"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/relay"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/runcache"
 	"github.com/DalgoT4D/prefect-proxy-go/internal/writes"
 )
 
 // Deps are what the handlers need. Optional parts may be nil; their routes
 // then answer 503.
 type Deps struct {
-	Config  config.Config
-	Log     *logrus.Logger
-	Proxy   *proxy.Service
-	Metrics *Metrics
+	Config config.Config
+	Log    *logrus.Logger
+	Proxy  *proxy.Service
+	// RunCache answers reads of finished flow runs from Redis; nil: off.
+	RunCache *runcache.Cache
+	Metrics  *Metrics
 	// Ready reports whether dependencies (Redis, Prefect) are usable.
 	Ready func(*gin.Context) error
 	// Checks are every dependency /readyz?verbose reports on (Redis, Prefect,

@@ -141,6 +141,7 @@ func (s *Service) FlowRunsByDeployment(ctx context.Context, deploymentID string,
 	}
 	key := "flowruns:" + dep + "|" + strconv.Itoa(limit) + "|" + startTimeGT
 	out, err := sharedRead(ctx, s, key, func(ctx context.Context) ([]FlowRunSummary, error) {
+		snap := s.Cache.Begin(ctx) // before the listing: see finalStates
 		runFilter := map[string]any{
 			"operator": "and_",
 			"state":    map[string]any{"type": map[string]any{"any_": terminalTypes}},
@@ -165,7 +166,7 @@ func (s *Service) FlowRunsByDeployment(ctx context.Context, deploymentID string,
 			}
 			ids[i] = heads[i].idString()
 		}
-		failed, err := s.dbtTestFailed(ctx, ids)
+		failed, err := s.finalStates(ctx, snap, rows, ids)
 		if err != nil {
 			return nil, err
 		}

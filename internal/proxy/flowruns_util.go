@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/google/uuid"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/apperr"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/validate"
 )
 
 // idChunk bounds how many ids one `any_` filter carries: SQLite (and asyncpg)
@@ -20,16 +20,7 @@ const idChunk = 200
 // canonicalID returns id as Prefect's canonical lowercase UUID, or false when
 // it is not a UUID. Prefect's routes are typed {id:uuid}, so a non-UUID would
 // only earn a Prefect 404/422; answering the route's 400 ourselves saves the call.
-func canonicalID(id string) (string, bool) {
-	if len(id) != 36 && len(id) != 32 {
-		return "", false
-	}
-	u, err := uuid.Parse(id)
-	if err != nil {
-		return "", false
-	}
-	return u.String(), true
-}
+func canonicalID(id string) (string, bool) { return validate.CanonicalUUID(id) }
 
 // badID is the route's 400 for an id that cannot name a Prefect object.
 func badID(msg string) error { return apperr.New(apperr.BadRequest, "%s", msg) }

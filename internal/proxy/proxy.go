@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/DalgoT4D/prefect-proxy-go/internal/prefect"
+	"github.com/DalgoT4D/prefect-proxy-go/internal/runcache"
 )
 
 // FanOut bounds the parallel Prefect calls one request may make.
@@ -29,6 +30,9 @@ type Service struct {
 	FlowRepoBranch       string
 	DeploymentEntrypoint string
 	blockRefs            blockCache // block type/schema ids used by the block writes
+	// Cache holds finished runs' history verdicts (route 19) and is told of
+	// the proxy's own retries and deletes; nil: off.
+	Cache *runcache.Cache
 }
 
 // Defaults of the deployment settings, the Python proxy's values

@@ -180,6 +180,7 @@ func (s *Service) RunFlowRunDelete(ctx context.Context, p FlowRunPayload, j Job)
 	if err := s.prefect.Do(ctx, http.MethodDelete, "/flow_runs/"+p.FlowRunID, nil, nil, false); err != nil && !goneOnRetry(j, err) {
 		return nil, translate(err, failed(msgFlowRun(p.FlowRunID)))
 	}
+	s.forget(ctx, p.FlowRunID)
 	return successBody(), nil
 }
 
@@ -200,6 +201,7 @@ func (s *Service) RunFlowRunRetry(ctx context.Context, p FlowRunRetryPayload, j 
 	if err != nil {
 		return nil, translate(err, failed(msgFlowRun(p.FlowRunID)))
 	}
+	s.forget(ctx, p.FlowRunID)
 	return successBody(), nil
 }
 
