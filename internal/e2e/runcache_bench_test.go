@@ -118,4 +118,3 @@ func pct(d []time.Duration, p int) time.Duration {
 	return s[max(min(i, len(s))-1, 0)]
 }
 
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
