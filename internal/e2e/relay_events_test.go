@@ -62,8 +62,8 @@ func testEventStream(t *testing.T, version string) {
 		maps.Copy(runs, r.restRuns(t))
 		r.expect(t, runs)
 		lat := r.latencies(t, runs)
-		t.Logf("Prefect %s, event stream only: %d states from state timestamp to Django's receipt: %s",
-			version, len(lat), latencySummary(lat))
+		t.Logf("Prefect %s, event stream only: %d states from state timestamp to Django's receipt: %s; %s",
+			version, len(lat), latencySummary(lat), r.streamMetrics(t))
 	})
 
 	t.Run("subscriber's worker SIGKILLed", func(t *testing.T) {
@@ -177,6 +177,28 @@ func (r *streamRig) holds(w *testenv.Proc) bool {
 	v, _ := r.rdb.Get(context.Background(), "events:lease").Result()
 	parts := strings.Split(v, ":")
 	return len(parts) == 3 && parts[1] == strconv.Itoa(w.Pid())
+}
+
+// streamMetrics sums the workers' relay_events_* figures that explain a
+// slow state: reconnects (each one waits for a backfill) and live events
+// received more than a second after they occurred in Prefect.
+func (r *streamRig) streamMetrics(t *testing.T) string {
+	t.Helper()
+	sum := map[string]float64{}
+	for _, w := range r.workers {
+		for _, line := range strings.Split(string(send(t, "GET", w.URL+"/metrics", nil).Body), "\n") {
+			for _, name := range []string{"relay_events_reconnects_total", `relay_events_lag_seconds_bucket{le="1"}`,
+				"relay_events_lag_seconds_count", `relay_events_received_total{source="backfill"}`} {
+				if v, ok := strings.CutPrefix(line, name+" "); ok {
+					f, _ := strconv.ParseFloat(v, 64)
+					sum[name] += f
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("stream: %.0f reconnects, %.0f of %.0f live events received over 1 s after they occurred, %.0f from backfill",
+		sum["relay_events_reconnects_total"], sum["relay_events_lag_seconds_count"]-sum[`relay_events_lag_seconds_bucket{le="1"}`],
+		sum["relay_events_lag_seconds_count"], sum[`relay_events_received_total{source="backfill"}`])
 }
 
 // holder returns the worker holding the lease and another one.

@@ -34,39 +34,50 @@ end
 return 0`)
 )
 
-// acquire takes the lease if nobody holds it.
-func (s *Subscriber) acquire(ctx context.Context) (bool, error) {
-	return s.cfg.Redis.SetNX(ctx, KeyLease, s.id, s.cfg.LeaseTTL).Result()
+// acquire takes the lease if nobody holds it; expires is when it runs out
+// at the latest (counted from before the request, so never later than in
+// Redis).
+func (s *Subscriber) acquire(ctx context.Context) (won bool, expires time.Time, err error) {
+	start := time.Now()
+	won, err = s.cfg.Redis.SetNX(ctx, KeyLease, s.id, s.cfg.LeaseTTL).Result()
+	return won, start.Add(s.cfg.LeaseTTL), err
 }
 
-// keepLease renews the lease every RenewEvery until ctx ends. When the lease
-// is gone (another holder, or expired while Redis did not answer) it calls
-// lost: a holder that lost its lease stops reading at once.
-func (s *Subscriber) keepLease(ctx context.Context, lost context.CancelFunc) {
-	t := time.NewTicker(s.cfg.RenewEvery)
-	defer t.Stop()
-	lastOK := time.Now()
+// keepLease renews the lease every RenewEvery until ctx ends. It calls lost
+// — a holder that lost its lease stops reading at once — when a renewal
+// finds another holder, or when the lease is about to run out without a
+// renewal Redis confirmed (Redis unreachable): it stops before another worker
+// can take the lease, so two never read at once.
+func (s *Subscriber) keepLease(ctx context.Context, expires time.Time, lost context.CancelFunc) {
+	margin := s.cfg.RenewEvery / 2
+	tick := time.NewTicker(s.cfg.RenewEvery)
+	defer tick.Stop()
 	for {
+		deadline := time.NewTimer(time.Until(expires.Add(-margin)))
 		select {
 		case <-ctx.Done():
+			deadline.Stop()
 			return
-		case <-t.C:
+		case <-deadline.C:
+			s.cfg.Log.Warn("events: could not renew the subscriber lease before it ran out; stopped reading")
+			lost()
+			return
+		case <-tick.C:
+			deadline.Stop()
 		}
-		rctx, cancel := context.WithTimeout(ctx, s.cfg.RenewEvery)
+		start := time.Now()
+		rctx, cancel := context.WithDeadline(ctx, expires.Add(-margin))
 		held, err := extendScript.Run(rctx, s.cfg.Redis, []string{KeyLease}, s.id, s.cfg.LeaseTTL.Milliseconds()).Int()
 		cancel()
 		switch {
 		case err == nil && held == 1:
-			lastOK = time.Now()
-			continue
+			expires = start.Add(s.cfg.LeaseTTL)
 		case err == nil:
 			s.cfg.Log.Warn("events: lost the subscriber lease to another worker; stopped reading")
-		case time.Since(lastOK) < s.cfg.LeaseTTL-s.cfg.RenewEvery:
-			continue // Redis blip: the lease still holds; try again
-		default:
-			s.cfg.Log.WithError(err).Warn("events: cannot renew the subscriber lease; stopped reading")
+			lost()
+			return
 		}
-		lost()
-		return
+		// An error (a Redis blip): try again at the next tick, until the
+		// deadline.
 	}
 }

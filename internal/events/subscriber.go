@@ -189,19 +189,19 @@ func (s *Subscriber) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		won, err := s.acquire(ctx)
+		won, expires, err := s.acquire(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.setErr(fmt.Errorf("cannot take the lease: %w", err))
 		}
 		if won {
-			s.lead(ctx)
+			s.lead(ctx, expires)
 		}
 		t.Reset(s.cfg.PollEvery)
 	}
 }
 
 // lead reads the stream while the lease holds, then gives it up.
-func (s *Subscriber) lead(ctx context.Context) {
+func (s *Subscriber) lead(ctx context.Context, expires time.Time) {
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.setLeader(true)
@@ -209,7 +209,7 @@ func (s *Subscriber) lead(ctx context.Context) {
 	renewed := make(chan struct{})
 	go func() {
 		defer close(renewed)
-		s.keepLease(lctx, cancel)
+		s.keepLease(lctx, expires, cancel)
 	}()
 	backoff := time.Duration(0)
 	for lctx.Err() == nil {

@@ -228,10 +228,10 @@ func TestAHolderThatLosesItsLeaseStopsReading(t *testing.T) {
 	r.rdb.Set(context.Background(), KeyLease, "someone-else", time.Minute)
 	waitFor(t, "the stream closed", func() bool { return r.prefect.subscribers() == 0 })
 	waitFor(t, "events:live deleted", func() bool { return r.live() == "" })
-	st, _ := sub.Status(context.Background())
-	if st.Role != "standby" || st.Holder != "someone-else" {
-		t.Errorf("status %+v, want standby behind someone-else", st)
-	}
+	waitFor(t, "standby behind someone-else", func() bool {
+		st, _ := sub.Status(context.Background())
+		return st.Role == "standby" && st.Holder == "someone-else"
+	})
 }
 
 func TestADeadHoldersLeaseExpires(t *testing.T) {
