@@ -84,8 +84,8 @@ type runObj struct {
 }
 
 // nodeRuns returns the flow run or task run behind every node. known holds
-// rows already read (a speculative read of the run's task runs or subflows,
-// made alongside graph-v2); the nodes they miss — all of them without it, or
+// rows already read (the run's task runs, asked for alongside graph-v2); the
+// nodes they miss — all of them without it, or
 // a node created between the two reads — are read by id: one batched
 // /flow_runs/filter and one /task_runs/filter, in parallel, instead of the
 // Python proxy's GET per node. A node whose run is gone is an error, as a
@@ -151,22 +151,23 @@ func addRunObjs(objs map[string]runObj, rows []json.RawMessage) error {
 	return nil
 }
 
-// guess is a read made before the answer it depends on (graph-v2) names what
-// to read, by the flow run's id instead. ok is false when it failed: the
-// read then asks by the ids graph-v2 gives, as it would without guessing, so
-// a failed guess never changes an answer, and only costs the usual calls.
-type guess struct {
-	rows []json.RawMessage
-	ok   bool
-}
-
-// of returns the speculative call filling g from read(ctx, flowRunID).
-func (g *guess) of(read func(context.Context, string) ([]json.RawMessage, error), flowRunID string) func(context.Context) error {
-	return func(ctx context.Context) error {
-		rows, err := read(ctx, flowRunID)
-		g.rows, g.ok = rows, err == nil
-		return nil
-	}
+// graphAndTasks reads graph-v2 and, alongside it, every task run of the run
+// (taskRunsOf): a guess at the task nodes' runs made before graph-v2 names
+// them. When the guess fails its rows are nil and nodeRuns asks by the ids
+// graph-v2 gives, as it would without guessing: a failed guess never changes
+// an answer, it only costs the usual calls. graph-v2's error is the read's.
+func (s *Service) graphAndTasks(ctx context.Context, flowRunID string) ([]graphNode, []json.RawMessage, error) {
+	var nodes []graphNode
+	var tasks []json.RawMessage
+	err := withSpeculation(ctx,
+		func(ctx context.Context) (err error) { nodes, err = s.graphNodes(ctx, flowRunID); return err },
+		func(ctx context.Context) error {
+			if rows, err := s.taskRunsOf(ctx, flowRunID); err == nil {
+				tasks = rows
+			}
+			return nil
+		})
+	return nodes, tasks, err
 }
 
 // taskRunsOf reads every task run of a flow run: a superset of its graph-v2
@@ -211,15 +212,11 @@ func (s *Service) FlowRunGraph(ctx context.Context, id string) ([]GraphNode, err
 		return nil, badID(msg)
 	}
 	out, err := sharedRead(ctx, s, "graph:"+cid, func(ctx context.Context) ([]GraphNode, error) {
-		var nodes []graphNode
-		var tasks guess
-		err := withSpeculation(ctx,
-			func(ctx context.Context) (err error) { nodes, err = s.graphNodes(ctx, cid); return err },
-			tasks.of(s.taskRunsOf, cid))
+		nodes, tasks, err := s.graphAndTasks(ctx, cid)
 		if err != nil {
 			return nil, err
 		}
-		objs, err := s.nodeRuns(ctx, nodes, tasks.rows)
+		objs, err := s.nodeRuns(ctx, nodes, tasks)
 		if err != nil {
 			return nil, err
 		}

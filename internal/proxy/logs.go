@@ -118,18 +118,14 @@ func (s *Service) FlowRunLogsByNode(ctx context.Context, id string) ([]NodeLogs,
 		return nil, badID(msg)
 	}
 	out, err := sharedRead(ctx, s, "logsv1:"+cid, func(ctx context.Context) ([]NodeLogs, error) {
-		var nodes []graphNode
-		var tasks guess
-		err := withSpeculation(ctx,
-			func(ctx context.Context) (err error) { nodes, err = s.graphNodes(ctx, cid); return err },
-			tasks.of(s.taskRunsOf, cid))
+		nodes, tasks, err := s.graphAndTasks(ctx, cid)
 		if err != nil {
 			return nil, err
 		}
 		var objs map[string]runObj
 		var logs []json.RawMessage
 		g, gctx := errgroup.WithContext(ctx)
-		g.Go(func() (err error) { objs, err = s.nodeRuns(gctx, nodes, tasks.rows); return err })
+		g.Go(func() (err error) { objs, err = s.nodeRuns(gctx, nodes, tasks); return err })
 		g.Go(func() (err error) { logs, err = s.nodeLogs(gctx, nodes); return err })
 		if err := g.Wait(); err != nil {
 			return nil, err
