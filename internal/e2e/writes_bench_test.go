@@ -14,7 +14,9 @@ package e2e
 //
 // BENCH_WRITES_N: requests per side per round (default 200); BENCH_WRITES_ROUNDS
 // (default 2); BENCH_WRITES_DB: sqlite, postgres or both (default);
-// BENCH_WRITES_CLIENTS (default 16,64). It prints numbers and never fails on
+// BENCH_WRITES_CLIENTS (default 16,64); BENCH_WRITES_FIXED=N adds a side with
+// the limit off and WORKER_CONCURRENCY=N (e.g. 1: what a fixed, SQLite-sized
+// concurrency gives). It prints numbers and never fails on
 // them; a proxy answer that is not the run Prefect created fails it.
 
 import (
@@ -76,16 +78,20 @@ func writesOn(b *testing.B, db string, clients []int, n, rounds int) {
 	dep := srv.CreateDeployment(b, testenv.DeploymentSpec{})
 	hc := bench.NewClient()
 	sides := []writeSide{{name: "prefect direct", do: directCreate(hc, srv.URL, dep.ID)}}
-	for _, limit := range []string{"on", "off"} {
+	proxies := []struct{ name, limit, concurrency string }{{"proxy, limit on", "on", "10"}, {"proxy, limit off", "off", "10"}}
+	if v := os.Getenv("BENCH_WRITES_FIXED"); v != "" {
+		proxies = append(proxies, struct{ name, limit, concurrency string }{"proxy, fixed " + v, "off", v})
+	}
+	for _, p := range proxies {
 		env := map[string]string{
 			"REDIS_URL": testenv.Redis(b), "JOB_ENCRYPTION_KEY": testJobKey, "PREFECT_API_URL": srv.URL,
-			"WORKER_ADAPTIVE_LIMIT": limit, "WORKER_CONCURRENCY": "10", "LOG_LEVEL": "warn",
+			"WORKER_ADAPTIVE_LIMIT": p.limit, "WORKER_CONCURRENCY": p.concurrency, "LOG_LEVEL": "warn",
 		}
 		api := testenv.StartAPI(b, env)
 		worker := testenv.StartWorker(b, env)
 		do := proxyCreate(hc, api.URL, dep.ID)
 		checkProxyCreate(b, srv, hc, api.URL, dep.ID)
-		sides = append(sides, writeSide{name: "proxy, limit " + limit, do: do, worker: worker})
+		sides = append(sides, writeSide{name: p.name, do: do, worker: worker})
 	}
 	fmt.Printf("\nBenchmarkWrites: Prefect %s on %s; %d requests per side per round, %d rounds; loadavg %s\n",
 		srv.Version, db, n, rounds, loadavg())
