@@ -112,7 +112,10 @@ func (w *Wakeup) Watch(ctx context.Context, queues []string, idle time.Duration)
 	cancel()
 	go func() {
 		defer close(w.subbed)
-		for msg := range ps.Channel() {
+		// A dead subscription is noticed by a PING every 15 s (go-redis's
+		// default, 3 s, is an idle cost of its own); meanwhile the idle
+		// interval finds the tasks.
+		for msg := range ps.Channel(redis.WithChannelHealthCheckInterval(15 * time.Second)) {
 			w.wake(msg.Payload)
 		}
 	}()
