@@ -165,6 +165,11 @@ func (w *Wakeup) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		switch kind {
 		case scriptDequeue:
 			return w.dequeue(ctx, cmd, queue, next)
+		case scriptForward:
+			if nothingDue(ctx, cmd, next) {
+				return nil
+			}
+			fallthrough
 		case scriptPush:
 			err := next(ctx, cmd)
 			if err == nil && pushed(cmd) {
@@ -260,6 +265,7 @@ const (
 	scriptOther   = iota
 	scriptDequeue // asynq's dequeue: KEYS pending, paused, active, lease
 	scriptPush    // any script with a queue's pending list among its keys
+	scriptForward // asynq's forwarder: KEYS retry (or scheduled), pending
 )
 
 // classify recognises asynq's scripts by their keys (asynq:{<queue>}:pending
@@ -288,6 +294,11 @@ func classify(args []any) (kind int, queue string) {
 				return scriptDequeue, q
 			}
 		}
+		if i == 1 && n == 2 && len(args) > 5 {
+			if d, _ := keys[0].(string); d == asynqQueueKey(q, "retry") || d == asynqQueueKey(q, "scheduled") {
+				return scriptForward, q
+			}
+		}
 		return scriptPush, q
 	}
 	return scriptOther, ""
@@ -314,6 +325,27 @@ func queueOf(key, suffix string) (string, bool) {
 	}
 	q, ok := strings.CutSuffix(rest, "}:"+suffix)
 	return q, ok && q != ""
+}
+
+// nothingDue answers asynq's forward script (KEYS: a retry or scheduled
+// set, the pending list; ARGV[1]: now in unix seconds) without running it
+// when no task in the set is due: a ZCOUNT instead of a Lua script, which
+// the forwarder runs for every queue every second, busy or not (and which
+// the embedded Redis interprets in the api process). It reports false when
+// the script must run.
+func nothingDue(ctx context.Context, cmd redis.Cmder, next redis.ProcessHook) bool {
+	c, ok := cmd.(*redis.Cmd)
+	if !ok {
+		return false
+	}
+	args := cmd.Args()
+	count := redis.NewIntCmd(ctx, "zcount", args[3], "-inf", args[5])
+	if err := next(ctx, count); err != nil || count.Val() > 0 {
+		return false
+	}
+	c.SetVal(int64(0))
+	c.SetErr(nil)
+	return true
 }
 
 // pushed reports whether a script that may put a task on a pending list
