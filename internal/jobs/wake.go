@@ -282,22 +282,22 @@ func classify(args []any) (kind int, queue string) {
 	if !ok || n <= 0 || len(args) < 3+n {
 		return scriptOther, ""
 	}
-	keys := args[3 : 3+n]
-	for i, k := range keys {
-		s, _ := k.(string)
-		q, ok := queueOf(s, "pending")
-		if !ok {
+	return classifyKeys(args[3:3+n], len(args)-3-n)
+}
+
+// classifyKeys classifies a script by its keys and its number of arguments.
+func classifyKeys(keys []any, nargv int) (kind int, queue string) {
+	at := func(i int) string { s, _ := keys[i].(string); return s }
+	for i := range keys {
+		q, ok := queueOf(at(i), "pending")
+		switch {
+		case !ok:
 			continue
-		}
-		if i == 0 && n == 4 {
-			if p, _ := keys[1].(string); p == asynqQueueKey(q, "paused") {
-				return scriptDequeue, q
-			}
-		}
-		if i == 1 && n == 2 && len(args) > 5 {
-			if d, _ := keys[0].(string); d == asynqQueueKey(q, "retry") || d == asynqQueueKey(q, "scheduled") {
-				return scriptForward, q
-			}
+		case i == 0 && len(keys) == 4 && at(1) == asynqQueueKey(q, "paused"):
+			return scriptDequeue, q
+		case i == 1 && len(keys) == 2 && nargv > 0 &&
+			(at(0) == asynqQueueKey(q, "retry") || at(0) == asynqQueueKey(q, "scheduled")):
+			return scriptForward, q
 		}
 		return scriptPush, q
 	}
