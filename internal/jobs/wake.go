@@ -112,7 +112,10 @@ func (w *Wakeup) Watch(ctx context.Context, queues []string, idle time.Duration)
 	cancel()
 	go func() {
 		defer close(w.subbed)
-		for msg := range ps.Channel() {
+		// A dead subscription is noticed by a PING every 15 s (go-redis's
+		// default, 3 s, is an idle cost of its own); meanwhile the idle
+		// interval finds the tasks.
+		for msg := range ps.Channel(redis.WithChannelHealthCheckInterval(15 * time.Second)) {
 			w.wake(msg.Payload)
 		}
 	}()
@@ -162,6 +165,11 @@ func (w *Wakeup) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		switch kind {
 		case scriptDequeue:
 			return w.dequeue(ctx, cmd, queue, next)
+		case scriptForward:
+			if nothingDue(ctx, cmd, next) {
+				return nil
+			}
+			fallthrough
 		case scriptPush:
 			err := next(ctx, cmd)
 			if err == nil && pushed(cmd) {
@@ -257,6 +265,7 @@ const (
 	scriptOther   = iota
 	scriptDequeue // asynq's dequeue: KEYS pending, paused, active, lease
 	scriptPush    // any script with a queue's pending list among its keys
+	scriptForward // asynq's forwarder: KEYS retry (or scheduled), pending
 )
 
 // classify recognises asynq's scripts by their keys (asynq:{<queue>}:pending
@@ -273,17 +282,22 @@ func classify(args []any) (kind int, queue string) {
 	if !ok || n <= 0 || len(args) < 3+n {
 		return scriptOther, ""
 	}
-	keys := args[3 : 3+n]
-	for i, k := range keys {
-		s, _ := k.(string)
-		q, ok := queueOf(s, "pending")
-		if !ok {
+	return classifyKeys(args[3:3+n], len(args)-3-n)
+}
+
+// classifyKeys classifies a script by its keys and its number of arguments.
+func classifyKeys(keys []any, nargv int) (kind int, queue string) {
+	at := func(i int) string { s, _ := keys[i].(string); return s }
+	for i := range keys {
+		q, ok := queueOf(at(i), "pending")
+		switch {
+		case !ok:
 			continue
-		}
-		if i == 0 && n == 4 {
-			if p, _ := keys[1].(string); p == asynqQueueKey(q, "paused") {
-				return scriptDequeue, q
-			}
+		case i == 0 && len(keys) == 4 && at(1) == asynqQueueKey(q, "paused"):
+			return scriptDequeue, q
+		case i == 1 && len(keys) == 2 && nargv > 0 &&
+			(at(0) == asynqQueueKey(q, "retry") || at(0) == asynqQueueKey(q, "scheduled")):
+			return scriptForward, q
 		}
 		return scriptPush, q
 	}
@@ -311,6 +325,27 @@ func queueOf(key, suffix string) (string, bool) {
 	}
 	q, ok := strings.CutSuffix(rest, "}:"+suffix)
 	return q, ok && q != ""
+}
+
+// nothingDue answers asynq's forward script (KEYS: a retry or scheduled
+// set, the pending list; ARGV[1]: now in unix seconds) without running it
+// when no task in the set is due: a ZCOUNT instead of a Lua script, which
+// the forwarder runs for every queue every second, busy or not (and which
+// the embedded Redis interprets in the api process). It reports false when
+// the script must run.
+func nothingDue(ctx context.Context, cmd redis.Cmder, next redis.ProcessHook) bool {
+	c, ok := cmd.(*redis.Cmd)
+	if !ok {
+		return false
+	}
+	args := cmd.Args()
+	count := redis.NewIntCmd(ctx, "zcount", args[3], "-inf", args[5])
+	if err := next(ctx, count); err != nil || count.Val() > 0 {
+		return false
+	}
+	c.SetVal(int64(0))
+	c.SetErr(nil)
+	return true
 }
 
 // pushed reports whether a script that may put a task on a pending list
