@@ -49,13 +49,13 @@ func TestLimitFollowsAIMD(t *testing.T) {
 		want     int
 		wantCuts int
 	}{
-		{name: "starts at half of max", cfg: Config{Max: 10}, want: 5},
+		{name: "starts at max", cfg: Config{Max: 10}, want: 10},
 		{name: "initial is clamped to max", cfg: Config{Max: 3, Initial: 8}, want: 3},
 		{name: "overloads of one round cut once", cfg: Config{Max: 10},
-			rounds: []round{{calls: 5, took: fast, outcome: Overload}}, want: 3, wantCuts: 1},
+			rounds: []round{{calls: 5, took: fast, outcome: Overload}}, want: 7, wantCuts: 1},
 		{name: "an overload of a call sent after the cut cuts again", cfg: Config{Max: 10},
 			rounds: []round{{calls: 5, took: fast, outcome: Overload}, {calls: 1, took: fast, outcome: Overload}},
-			want:   2, wantCuts: 2},
+			want:   5, wantCuts: 2},
 		{name: "the limit never falls below min", cfg: Config{Max: 10, Min: 2},
 			rounds: []round{{calls: 1, took: fast, outcome: Overload, times: 10}}, want: 2, wantCuts: 10},
 		{name: "fast successes at full use grow the limit to max and no further", cfg: Config{Max: 6, Initial: 1},
@@ -69,14 +69,18 @@ func TestLimitFollowsAIMD(t *testing.T) {
 			rounds: []round{{calls: 1, took: fast, outcome: Success}, {calls: 4, took: 100 * time.Millisecond, outcome: Success, times: 20}},
 			want:   4},
 		{name: "the baseline forgets a fast past after two windows", cfg: Config{Max: 10, Initial: 4, Window: 5},
-			rounds: []round{{calls: 1, took: fast, outcome: Success}, {calls: 10, took: 100 * time.Millisecond, outcome: Success, times: 20}},
+			rounds: []round{{calls: 1, took: fast, outcome: Success}, {calls: 10, took: 100 * time.Millisecond, outcome: Success, times: 60}},
 			want:   10},
 		{name: "a success slower than SlowAfter is an overload", cfg: Config{Max: 10, Initial: 4, SlowAfter: 5 * time.Second},
 			rounds: []round{{calls: 1, took: 6 * time.Second, outcome: Success}}, want: 3, wantCuts: 1},
 		{name: "without SlowAfter a slow success is no overload", cfg: Config{Max: 10, Initial: 4},
 			rounds: []round{{calls: 1, took: 60 * time.Second, outcome: Success}}, want: 4},
-		{name: "ignored outcomes change nothing", cfg: Config{Max: 10},
+		{name: "ignored outcomes change nothing", cfg: Config{Max: 10, Initial: 5},
 			rounds: []round{{calls: 5, took: 10 * time.Second, outcome: Ignore, times: 3}}, want: 5},
+		{name: "growth waits Patience rounds per step", cfg: Config{Max: 10, Initial: 2, Patience: 4},
+			rounds: []round{{calls: 2, took: fast, outcome: Success, times: 3}}, want: 2},
+		{name: "with Patience 1 the same rounds grow it", cfg: Config{Max: 10, Initial: 2, Patience: 1},
+			rounds: []round{{calls: 2, took: fast, outcome: Success, times: 3}}, want: 3},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
