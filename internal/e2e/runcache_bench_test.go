@@ -117,4 +117,3 @@ func pct(d []time.Duration, p int) time.Duration {
 	i := (len(s)*p + 99) / 100
 	return s[max(min(i, len(s))-1, 0)]
 }
-
