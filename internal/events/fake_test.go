@@ -289,7 +289,7 @@ type observer struct {
 	failing bool
 }
 
-func (o *observer) OnStateEvent(_ context.Context, runID, stateType string) error {
+func (o *observer) OnStateEvent(_ context.Context, runID, stateType string, _ time.Time) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.failing {

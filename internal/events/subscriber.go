@@ -25,11 +25,12 @@ import (
 
 // Observer learns of every flow-run state event the subscriber handles, live
 // or backfilled, before the cursor moves past it. stateType is Prefect's
-// state type ("COMPLETED", "RUNNING", ...). An error breaks the connection:
+// state type ("COMPLETED", "RUNNING", ...), occurred the event's time (the
+// new state's timestamp). An error breaks the connection:
 // events:live is deleted and the subscriber reconnects with a new
 // generation, so nothing that relies on the stream outlives a missed event.
 type Observer interface {
-	OnStateEvent(ctx context.Context, runID, stateType string) error
+	OnStateEvent(ctx context.Context, runID, stateType string, occurred time.Time) error
 }
 
 // Ingester is the relay's entry point (relay.Ingress).
@@ -435,7 +436,7 @@ func (s *Subscriber) handle(ctx context.Context, ev event, source string) error 
 		return fmt.Errorf("events: relay ingress: %w", err)
 	}
 	for _, o := range s.cfg.Observers {
-		if err := o.OnStateEvent(ctx, runID, stateType); err != nil {
+		if err := o.OnStateEvent(ctx, runID, stateType, ev.Occurred); err != nil {
 			return fmt.Errorf("events: %w: %w", errObserver, err)
 		}
 	}

@@ -36,7 +36,11 @@ func TestLiveEventsReachTheRelayAndObserversThenGoLive(t *testing.T) {
 	r.prefect.publish([]byte(`{"id":"x1","event":"prefect.flow-run.pull-step.executed","occurred":"`+
 		now.UTC().Format(time.RFC3339Nano)+`","resource":{"prefect.resource.id":"prefect.flow-run.`+run+`"}}`), true)
 	r.prefect.publish(stateEvent("e2", run, "Completed", "COMPLETED", now.Add(time.Millisecond)), true)
-	waitFor(t, "two state events", func() bool { return len(r.ingress.ids()) == 2 })
+	// The cursor moves last, after the relay and the observers.
+	waitFor(t, "two state events handled", func() bool {
+		c, ok, _ := loadCursor(context.Background(), r.rdb)
+		return ok && c.ID == "e2"
+	})
 
 	if got := r.ingress.ids(); !slices.Equal(got, []string{"e1", "e2"}) {
 		t.Errorf("ingested %v, want [e1 e2] in order", got)

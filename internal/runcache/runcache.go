@@ -257,19 +257,34 @@ func (c *Cache) finishedFor(kind Kind, run []byte) bool {
 }
 
 // Fingerprint identifies a version of a flow run: its state's id (new at
-// every state change) and its "updated" time (new at any change). "" when
-// the JSON lacks either, which never matches.
+// every state change), its "updated" time (new at any change) and its
+// state's timestamp in µs (stateAt; Prefect always gives it). "" when the
+// JSON lacks the state's id or the updated time, which never matches.
 func Fingerprint(run []byte) string {
 	var r struct {
 		Updated string `json:"updated"`
 		State   *struct {
-			ID string `json:"id"`
+			ID        string     `json:"id"`
+			Timestamp *time.Time `json:"timestamp"`
 		} `json:"state"`
 	}
 	if json.Unmarshal(run, &r) != nil || r.Updated == "" || r.State == nil || r.State.ID == "" {
 		return ""
 	}
-	return r.State.ID + " " + r.Updated
+	if r.State.Timestamp == nil {
+		return r.State.ID + " " + r.Updated
+	}
+	return r.State.ID + " " + r.Updated + " " + strconv.FormatInt(r.State.Timestamp.UnixMicro(), 10)
+}
+
+// stateAt is the state timestamp (µs) a Fingerprint holds, 0 if none.
+func stateAt(fp string) int64 {
+	parts := strings.Split(fp, " ")
+	if len(parts) != 3 {
+		return 0
+	}
+	us, _ := strconv.ParseInt(parts[2], 10, 64)
+	return us
 }
 
 // settled reports whether a run that ended at end is past kind's wait.
@@ -406,18 +421,29 @@ func (c *Cache) storeFlag(ctx context.Context, snap Snapshot, r EndedRun, failed
 // and neither may a forced change from one final state to another. An error
 // is returned when Redis could not be told, so that the subscriber
 // reconnects (a new generation, which retires every entry).
-func (c *Cache) OnStateEvent(ctx context.Context, runID, stateType string) error {
+//
+// occurred is the event's time, which is the new state's timestamp. Prefect
+// publishes the event before it commits the state, so a read that begins
+// after the event can still see the run's previous state: no answer whose
+// run state is older than the newest event's is stored.
+func (c *Cache) OnStateEvent(ctx context.Context, runID, stateType string, occurred time.Time) error {
 	if c == nil {
 		return nil
 	}
 	c.m.events.WithLabelValues(strings.ToUpper(stateType)).Inc()
-	return c.Invalidate(ctx, runID)
+	return c.invalidate(ctx, runID, occurred.UnixMicro())
 }
 
 // Invalidate drops every entry of a run and makes reads of it that began
 // before now unable to store theirs. The proxy's own writes to a run (delete,
 // retry) call it too, so their effect is seen before the event arrives.
 func (c *Cache) Invalidate(ctx context.Context, runID string) error {
+	return c.invalidate(ctx, runID, 0)
+}
+
+// invalidate is Invalidate, recording occurred (µs, 0 for none) as the
+// run's newest state event's time.
+func (c *Cache) invalidate(ctx context.Context, runID string, occurred int64) error {
 	if c == nil {
 		return nil
 	}
@@ -427,8 +453,9 @@ func (c *Cache) Invalidate(ctx context.Context, runID string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opTimer)
 	defer cancel()
-	dropped, err := invalidateScript.Run(ctx, c.rdb, []string{c.runKey(run), c.invKey(run), c.idxKey(), c.sizesKey(), c.totalKey()},
-		c.cfg.TTL.Milliseconds()).StringSlice()
+	dropped, err := invalidateScript.Run(ctx, c.rdb,
+		[]string{c.runKey(run), c.invKey(run), c.idxKey(), c.sizesKey(), c.totalKey(), c.atKey(run)},
+		c.cfg.TTL.Milliseconds(), occurred).StringSlice()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		c.fail("invalidate", err)
 		return fmt.Errorf("runcache: invalidating run %s: %w", run, err)
@@ -529,7 +556,8 @@ func parseValue(s string) (held, bool) {
 }
 
 // store writes an entry read since snap, unless the stream changed
-// generation or a state event of the run arrived since, or it is too large.
+// generation, a state event of the run arrived since, the run's state in fp
+// is older than its newest event's, or it is too large.
 func (c *Cache) store(ctx context.Context, kind Kind, run, key string, snap Snapshot, fp string, body []byte) {
 	if int64(len(body)) > c.cfg.MaxBytes/8 {
 		c.m.stores.WithLabelValues(string(kind), "too_large").Inc()
@@ -539,8 +567,8 @@ func (c *Cache) store(ctx context.Context, kind Kind, run, key string, snap Snap
 	defer cancel()
 	value := entryValue(snap.gen, fp, body)
 	res, err := storeScript.Run(ctx, c.rdb,
-		[]string{c.cfg.Live, key, c.runKey(run), c.invKey(run), c.idxKey(), c.sizesKey(), c.totalKey()},
-		snap.gen, snap.start, value, c.cfg.TTL.Milliseconds(), c.cfg.MaxEntries, c.cfg.MaxBytes).Slice()
+		[]string{c.cfg.Live, key, c.runKey(run), c.invKey(run), c.idxKey(), c.sizesKey(), c.totalKey(), c.atKey(run)},
+		snap.gen, snap.start, value, c.cfg.TTL.Milliseconds(), c.cfg.MaxEntries, c.cfg.MaxBytes, stateAt(fp)).Slice()
 	if err != nil {
 		c.fail("store", err)
 		return
@@ -569,6 +597,7 @@ func (c *Cache) entryKey(k Kind, run, variant string) string {
 }
 func (c *Cache) runKey(run string) string { return c.cfg.Prefix + "r:" + run }
 func (c *Cache) invKey(run string) string { return c.cfg.Prefix + "inv:" + run }
+func (c *Cache) atKey(run string) string  { return c.cfg.Prefix + "at:" + run }
 func (c *Cache) idxKey() string           { return c.cfg.Prefix + "idx" }
 func (c *Cache) sizesKey() string         { return c.cfg.Prefix + "sizes" }
 func (c *Cache) totalKey() string         { return c.cfg.Prefix + "bytes" }

@@ -57,6 +57,7 @@ func onBackends(t *testing.T, gen string, fn func(t *testing.T, r *rig)) {
 type runs struct {
 	mu      sync.Mutex
 	json    map[string]string
+	stateAt map[string]time.Time // each run's state timestamp, its event's time
 	version int
 	polls   atomic.Int64
 }
@@ -65,15 +66,24 @@ func (r *runs) set(id, typ string, ended time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.json == nil {
-		r.json = map[string]string{}
+		r.json, r.stateAt = map[string]string{}, map[string]time.Time{}
 	}
+	at := time.Now().UTC()
+	r.stateAt[id] = at
 	end := "null"
 	if !ended.IsZero() {
 		end = `"` + ended.UTC().Format(time.RFC3339Nano) + `"`
 	}
 	r.version++ // a new state: a new state id and updated time
-	r.json[id] = fmt.Sprintf(`{"id":%q,"name":"a<b>&c","updated":"2026-01-01T00:00:%02dZ","state_type":%q,"end_time":%s,"state":{"id":"s%d","type":%q,"name":"x"}}`,
-		id, r.version%60, typ, end, r.version, typ)
+	r.json[id] = fmt.Sprintf(`{"id":%q,"name":"a<b>&c","updated":"2026-01-01T00:00:%02dZ","state_type":%q,"end_time":%s,"state":{"id":"s%d","type":%q,"name":"x","timestamp":%q}}`,
+		id, r.version%60, typ, end, r.version, typ, at.Format(time.RFC3339Nano))
+}
+
+// at is run id's state timestamp: the time of the event of its last set.
+func (r *runs) at(id string) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stateAt[id]
 }
 
 func (r *runs) FlowRunPoll(_ context.Context, id string) (json.RawMessage, error) {
@@ -248,10 +258,10 @@ func TestAnswerIsRetiredByReconnectAndStateEvents(t *testing.T) {
 		// A retry: the run's event drops its entries; it is running now.
 		r.live(t, "44")
 		read() // revalidated: the run is unchanged
-		if err := r.c.OnStateEvent(ctx, runA, "SCHEDULED"); err != nil {
+		r.runs.set(runA, "RUNNING", time.Time{})
+		if err := r.c.OnStateEvent(ctx, runA, "RUNNING", r.runs.at(runA)); err != nil {
 			t.Fatal(err)
 		}
-		r.runs.set(runA, "RUNNING", time.Time{})
 		read()
 		read()
 		if graph.n.Load() != 6 {
@@ -283,8 +293,10 @@ func TestStateEventDuringAReadKeepsItsAnswerOut(t *testing.T) {
 		read := func(ctx context.Context) ([]byte, error) {
 			n++
 			if n == 1 {
-				// Prefect answered the finished run; then it is retried.
-				if err := r.c.OnStateEvent(ctx, runA, "SCHEDULED"); err != nil {
+				// Prefect answered the finished run; then it is forced
+				// to another final state.
+				r.runs.set(runA, "FAILED", time.Now().Add(-time.Hour))
+				if err := r.c.OnStateEvent(ctx, runA, "FAILED", r.runs.at(runA)); err != nil {
 					return nil, err
 				}
 			}
@@ -483,7 +495,7 @@ func TestRedisDownBypassesTheCache(t *testing.T) {
 	if rd.n.Load() != 2 {
 		t.Errorf("reads = %d, want 2", rd.n.Load())
 	}
-	if err := r.c.OnStateEvent(context.Background(), runA, "RUNNING"); err == nil {
+	if err := r.c.OnStateEvent(context.Background(), runA, "RUNNING", time.Now()); err == nil {
 		t.Error("OnStateEvent with Redis down returned nil")
 	}
 	if got := testutil.ToFloat64(r.c.m.errors.WithLabelValues("get")); got == 0 {
@@ -499,7 +511,7 @@ func TestNilCacheAndBadIDsReadThrough(t *testing.T) {
 	if _, err := c.Answer(context.Background(), Poll, runA, "", rd.read); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.OnStateEvent(context.Background(), runA, "RUNNING"); err != nil {
+	if err := c.OnStateEvent(context.Background(), runA, "RUNNING", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	got, err := c.Flags(context.Background(), c.Begin(context.Background()), []EndedRun{{ID: runA}},
@@ -530,4 +542,48 @@ func TestTerminalStates(t *testing.T) {
 			t.Errorf("IsTerminal(%q) = %v", typ, !want)
 		}
 	}
+}
+
+// Prefect publishes a state event before it commits the state: a read that
+// begins after the event can still see the run's previous state. That
+// answer is not stored; the state once committed is.
+func TestStateEventBeforeItsCommitKeepsTheOldStateOut(t *testing.T) {
+	t.Parallel()
+	onBackends(t, "5", func(t *testing.T, r *rig) {
+		ctx := context.Background()
+		oldRun, _ := r.runs.FlowRunPoll(ctx, runA)
+		old := append([]byte(nil), oldRun...)
+		// A forced change to another final state: its event arrives first.
+		r.runs.set(runA, "FAILED", time.Now().Add(-time.Hour))
+		committed, _ := r.runs.FlowRunPoll(ctx, runA)
+		if err := r.c.OnStateEvent(ctx, runA, "FAILED", r.runs.at(runA)); err != nil {
+			t.Fatal(err)
+		}
+		reads := 0
+		poll := func(body []byte) []byte {
+			t.Helper()
+			got, err := r.c.Answer(ctx, Poll, runA, "", func(context.Context) ([]byte, error) { reads++; return body, nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			return got
+		}
+		for i, step := range []struct {
+			prefect []byte // what Prefect answers
+			want    []byte
+			reads   int
+		}{
+			{old, old, 1},             // before the commit: answered, not stored
+			{old, old, 2},             // so the next read asks Prefect again
+			{committed, committed, 3}, // committed: stored
+			{old, committed, 3},       // and served
+		} {
+			if got := poll(step.prefect); string(got) != string(step.want) || reads != step.reads {
+				t.Errorf("step %d: answered %s after %d reads, want %s after %d", i, got, reads, step.want, step.reads)
+			}
+		}
+		if got := testutil.ToFloat64(r.c.m.stores.WithLabelValues("poll", "raced")); got != 2 {
+			t.Errorf("raced stores = %v, want 2", got)
+		}
+	})
 }

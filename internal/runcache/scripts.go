@@ -44,15 +44,20 @@ end
 `
 
 // storeScript: KEYS live, entry, run set, run's last event, index, sizes,
-// total; ARGV generation, snapshot µs, value, ttl ms, max entries, max bytes.
+// total, run's newest event time; ARGV generation, snapshot µs, value, ttl
+// ms, max entries, max bytes, the read's run state timestamp µs.
 // → {"stale"} when the stream left the generation, {"raced"} when a state
-// event of the run came after the snapshot, else {"stored", evicted keys...}.
+// event of the run came after the snapshot or the read shows a state older
+// than the run's newest event (Prefect publishes the event before it commits
+// the state), else {"stored", evicted keys...}.
 // Entries past their TTL leave the index; then the oldest are evicted until
 // both bounds hold.
 var storeScript = redis.NewScript(dropFn + `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'stale'} end
 local inv = redis.call('GET', KEYS[4])
 if inv and tonumber(inv) >= tonumber(ARGV[2]) then return {'raced'} end
+local at = redis.call('GET', KEYS[8])
+if at and tonumber(ARGV[7]) < tonumber(at) then return {'raced'} end
 local ttl = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -76,12 +81,18 @@ end
 return out
 `)
 
-// invalidateScript: KEYS run set, run's last event, index, sizes, total;
-// ARGV ttl ms. Records now as the run's last event (reads that began before
-// cannot store) and drops the run's entries. → the entries that were live.
+// invalidateScript: KEYS run set, run's last event, index, sizes, total,
+// run's newest event time; ARGV ttl ms, the event's time µs (0: none).
+// Records now as the run's last event (reads that began before cannot
+// store), the event's time if it is the newest, and drops the run's
+// entries. → the entries that were live.
 var invalidateScript = redis.NewScript(dropFn + `
 local t = redis.call('TIME')
 redis.call('SET', KEYS[2], t[1] .. string.format('%06d', tonumber(t[2])), 'PX', ARGV[1])
+local at = tonumber(ARGV[2])
+if at > 0 and at > tonumber(redis.call('GET', KEYS[6]) or '0') then
+  redis.call('SET', KEYS[6], ARGV[2], 'PX', ARGV[1])
+end
 local out = {}
 for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', k) == 1 then table.insert(out, k) end
