@@ -4,9 +4,11 @@
 
 PREFECT_VERSION ?= 3.6.29
 export PREFECT_VERSION
-# The database of the tests' shared Prefect server: sqlite, or postgres (a
-# private PostgreSQL cluster, as Dalgo runs Prefect in production).
-PREFECT_DB ?= sqlite
+# The database of the tests' shared Prefect server: postgres (a private
+# PostgreSQL cluster, as Dalgo runs Prefect in production), or sqlite. The
+# whole suite on one SQLite Prefect stalled it ("database is locked" for a
+# minute) and failed tests that happened to write meanwhile.
+PREFECT_DB ?= postgres
 export PREFECT_DB
 GO ?= go
 # End-to-end tests start real processes; keep the whole run bounded.
